@@ -1,0 +1,45 @@
+# pdfgc — `make help` lists the targets.
+PY ?= .venv/bin/python
+PIP ?= .venv/bin/pip
+SHELL := /bin/bash
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F ':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.venv/done: requirements.txt pyproject.toml
+	python3 -m venv .venv
+	$(PIP) install -q --upgrade pip wheel setuptools
+	$(PIP) install -q -r requirements.txt
+	LWS_USE_CYTHON=1 $(PIP) install -q --no-build-isolation lws==1.2.8
+	$(PIP) install -q --no-deps -e .
+	touch $@
+
+setup: .venv/done ## create .venv and install everything (pinned)
+	@command -v espeak-ng >/dev/null || { command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq espeak-ng) >/dev/null 2>&1; } || \
+	  echo "note: espeak-ng not installed; the sample speech falls back to a synthetic voice"
+
+test: setup ## run the test suite (fast tests; `make test-all` adds the slow ones)
+	$(PY) -m pytest -m "not slow"
+
+test-all: setup ## run every test, slow ones included
+	$(PY) -m pytest
+
+demo: setup ## the main job: make a sample, render it with infer.py (panel video)
+	$(PY) -m pdfgc.samples outputs/sample
+	$(PY) infer.py model=tiny weights=outputs/sample/weights audio=outputs/sample/speech.wav \
+	  appearance=outputs/sample/portrait.png pose=outputs/sample/driver.mp4 \
+	  eye=outputs/sample/driver.mp4 panel=true output=outputs/sample/result.mp4
+
+bench: setup ## inference speed at official size on this machine
+	$(PY) benchmarks/inference.py
+
+lint: setup ## ruff
+	$(PY) -m ruff check src tests benchmarks *.py
+
+clean: ## remove outputs (keeps .venv)
+	rm -rf outputs multirun .pytest_cache
+
+.PHONY: help setup test test-all demo bench lint clean

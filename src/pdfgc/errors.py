@@ -1,0 +1,23 @@
+"""The one user-facing error type of pdfgc, and how the entry points report it."""
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class PdfgcError(Exception):
+    """A problem with the user's input (file, checkpoint, config) that deserves one clear line.
+
+    The entry points catch it, print ``error: <message>`` and exit with status 2; anything
+    else is a bug and keeps its traceback.
+    """
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Turn a :class:`PdfgcError` into ``error: <message>`` on stderr and exit status 2."""
+    try:
+        yield
+    except PdfgcError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,198 @@
+"""Building blocks of the StyleGAN2-style generator: equalised layers, FIR resampling,
+modulated convolution and noise injection.
+
+The modulated convolution has two formulations that compute the same function:
+
+* ``reference``: the released one. Each sample gets its own weights
+  ``w' = scale * w * s`` (demodulated per output channel) and the batch runs as one grouped
+  convolution. Kept as the ground truth the fast path is tested against.
+* ``fast``: modulate the activations instead (``x * s``), run one convolution shared by the
+  whole batch, and apply demodulation as a per-sample, per-channel scale on the output.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SQRT2 = math.sqrt(2.0)
+
+
+def make_blur_kernel(taps: list[int]) -> torch.Tensor:
+    """Separable 2-D FIR kernel from 1-D taps, normalised to sum 1."""
+    k = torch.tensor(taps, dtype=torch.float32)
+    k = k[None, :] * k[:, None]
+    return k / k.sum()
+
+
+def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
+              pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Upsample by zero insertion, pad, filter with ``kernel`` (per channel), downsample.
+
+    ``pad`` is (before, after), applied to both spatial axes; negative values crop.
+    """
+    b, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(b, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(b, c, h * up, w * up)
+    p0, p1 = pad
+    x = F.pad(x, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
+    if p0 < 0 or p1 < 0:
+        x = x[:, :, max(-p0, 0): x.shape[2] - max(-p1, 0), max(-p0, 0): x.shape[3] - max(-p1, 0)]
+    weight = torch.flip(kernel, [0, 1]).to(x.dtype)[None, None].expand(c, 1, -1, -1)
+    x = F.conv2d(x, weight, groups=c)
+    return x[:, :, ::down, ::down]
+
+
+class Blur(nn.Module):
+    """FIR low-pass filter with fixed padding (``kernel`` is saved with the weights)."""
+
+    def __init__(self, taps: list[int], pad: tuple[int, int], upsample_factor: int = 1):
+        super().__init__()
+        self.register_buffer("kernel", make_blur_kernel(taps) * upsample_factor**2)
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, pad=self.pad)
+
+
+class Upsample(nn.Module):
+    """2x FIR upsampling (zero insertion followed by the blur kernel)."""
+
+    def __init__(self, taps: list[int], factor: int = 2):
+        super().__init__()
+        self.factor = factor
+        self.register_buffer("kernel", make_blur_kernel(taps) * factor**2)
+        p = len(taps) - factor
+        self.pad = ((p + 1) // 2 + factor - 1, p // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
+
+
+def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor, slope: float = 0.2,
+                     gain: float = SQRT2) -> torch.Tensor:
+    """``leaky_relu(x + bias) * gain``."""
+    return F.leaky_relu(x + bias, slope) * gain
+
+
+class FusedLeakyReLU(nn.Module):
+    """Bias, leaky ReLU (0.2) and a gain of sqrt(2); the bias has shape (1, C, 1, 1)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fused_leaky_relu(x, self.bias)
+
+
+class PixelNorm(nn.Module):
+    """Normalise each vector to unit root-mean-square."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with equalised learning rate (weights scaled at run time)."""
+
+    def __init__(self, in_dim: int, out_dim: int, bias_init: float = 0.0, lr_mul: float = 1.0,
+                 activate: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim).div_(lr_mul))
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+        self.activate = activate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activate:
+            return fused_leaky_relu(F.linear(x, self.weight * self.scale), self.bias * self.lr_mul)
+        return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
+
+
+class ModulatedConv2d(nn.Module):
+    """StyleGAN2 modulated (and optionally demodulated) convolution, optional 2x upsampling.
+
+    ``impl`` selects the formulation (``"fast"`` or ``"reference"``); both give the same
+    output within float rounding.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, style_dim: int,
+                 demodulate: bool = True, upsample: bool = False,
+                 blur_taps: tuple[int, ...] = (1, 3, 3, 1)):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = kernel_size
+        self.demodulate = demodulate
+        self.upsample = upsample
+        self.scale = 1 / math.sqrt(in_channels * kernel_size**2)
+        self.padding = kernel_size // 2
+        self.weight = nn.Parameter(
+            torch.randn(1, out_channels, in_channels, kernel_size, kernel_size))
+        self.modulation = EqualLinear(style_dim, in_channels, bias_init=1.0)
+        if upsample:
+            factor = 2
+            p = (len(blur_taps) - factor) - (kernel_size - 1)
+            self.blur = Blur(list(blur_taps), pad=((p + 1) // 2 + factor - 1, p // 2 + 1),
+                             upsample_factor=factor)
+        self.impl = "fast"
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, k={self.kernel_size}, "
+                f"upsample={self.upsample}, demodulate={self.demodulate}, impl={self.impl}")
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        s = self.modulation(style)  # (B, in)
+        if self.impl == "reference":
+            return self._forward_reference(x, s)
+        return self._forward_fast(x, s)
+
+    def _demodulation(self, s: torch.Tensor) -> torch.Tensor:
+        """Per-sample, per-output-channel scale 1/|w'| of the modulated weights: (B, out)."""
+        w2 = (self.scale * self.weight[0]).pow(2).sum(dim=(2, 3))  # (out, in)
+        return torch.rsqrt(s.pow(2) @ w2.t() + 1e-8)
+
+    def _forward_fast(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        weight = self.scale * self.weight[0]  # (out, in, k, k)
+        x = x * s[:, :, None, None]
+        if self.upsample:
+            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+        else:
+            out = F.conv2d(x, weight, padding=self.padding)
+        if self.demodulate:
+            out = out * self._demodulation(s)[:, :, None, None]
+        return self.blur(out) if self.upsample else out
+
+    def _forward_reference(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        k = self.kernel_size
+        weight = self.scale * self.weight * s[:, None, :, None, None]  # (B, out, in, k, k)
+        if self.demodulate:
+            demod = torch.rsqrt(weight.pow(2).sum(dim=(2, 3, 4)) + 1e-8)  # (B, out)
+            weight = weight * demod[:, :, None, None, None]
+        x = x.reshape(1, b * c, h, w)
+        if self.upsample:
+            weight = weight.transpose(1, 2).reshape(b * c, self.out_channels, k, k)
+            out = F.conv_transpose2d(x, weight, stride=2, groups=b)
+            out = out.reshape(b, self.out_channels, out.shape[2], out.shape[3])
+            return self.blur(out)
+        weight = weight.reshape(b * self.out_channels, c, k, k)
+        out = F.conv2d(x, weight, padding=self.padding, groups=b)
+        return out.reshape(b, self.out_channels, h, w)
+
+
+class NoiseInjection(nn.Module):
+    """Adds ``weight * noise``; the noise map is an explicit input, so runs are reproducible."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return x + self.weight * noise

@@ -1,0 +1,146 @@
+"""The networks: released names and shapes, strict loading, clear checkpoint errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import model_config
+
+from pdfgc.errors import PdfgcError
+from pdfgc.networks import build_networks
+from pdfgc.networks.checkpoints import (
+    RELEASED_FILES,
+    atomic_save,
+    load_networks,
+    save_released,
+)
+
+KEYS_JSON = Path(__file__).parent / "data" / "official_checkpoint_keys.json"
+
+
+@pytest.fixture(scope="module")
+def official():
+    torch.manual_seed(0)
+    return build_networks(model_config("official"))
+
+
+@pytest.fixture()
+def tiny():
+    return build_networks(model_config("tiny"))
+
+
+def test_official_names_and_shapes_equal_the_release(official):
+    released = json.loads(KEYS_JSON.read_text())
+    for name, file in RELEASED_FILES.items():
+        ours = {k: list(v.shape) for k, v in official[name].state_dict().items()}
+        assert ours == released[file.removesuffix(".pth")], name
+
+
+def test_released_layout_round_trip_is_strict_and_exact(official, tmp_path):
+    save_released(tmp_path, official)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(RELEASED_FILES.values())
+    fresh = build_networks(model_config("official"))
+    load_networks(tmp_path, fresh)
+    for name in RELEASED_FILES:
+        for (k, a), b in zip(official[name].state_dict().items(),
+                             fresh[name].state_dict().values(), strict=True):
+            assert torch.equal(a, b), f"{name}.{k}"
+
+
+def test_lightning_checkpoint_loads_by_prefix(tiny, tmp_path):
+    state = {f"nets.{n}.{k}": v for n, m in tiny.items() for k, v in m.state_dict().items()}
+    atomic_save({"state_dict": state, "global_step": 3}, tmp_path / "last.ckpt")
+    fresh = build_networks(model_config("tiny"))
+    load_networks(tmp_path / "last.ckpt", fresh)
+    w = "conv1.conv.weight"
+    assert torch.equal(fresh.generator.state_dict()[w], tiny.generator.state_dict()[w])
+
+
+def test_wrong_shapes_name_the_file_and_keys(tiny, official, tmp_path):
+    save_released(tmp_path, tiny)
+    with pytest.raises(PdfgcError) as err:
+        load_networks(tmp_path, official)
+    message = str(err.value)
+    assert "appearance_model.pth" in message and "shape mismatch" in message
+    assert "\n" not in message
+
+
+def test_missing_truncated_and_foreign_files(tiny, tmp_path):
+    save_released(tmp_path, tiny)
+    (tmp_path / "audio_model.pth").unlink()
+    with pytest.raises(PdfgcError, match="audio_model.pth: checkpoint file not found"):
+        load_networks(tmp_path, tiny)
+    save_released(tmp_path, tiny)
+    motion = tmp_path / "motion_model.pth"
+    motion.write_bytes(motion.read_bytes()[:1000])
+    with pytest.raises(PdfgcError, match="motion_model.pth: not a readable PyTorch checkpoint"):
+        load_networks(tmp_path, tiny)
+    (tmp_path / "x.ckpt").write_text("hello")
+    with pytest.raises(PdfgcError, match="x.ckpt: not a readable"):
+        load_networks(tmp_path / "x.ckpt", tiny)
+
+
+def test_missing_and_unexpected_keys_are_reported(tiny, tmp_path):
+    state = tiny.generator.state_dict()
+    state.pop("to_rgb1.bias")
+    state["extra.weight"] = torch.zeros(1)
+    save_released(tmp_path, tiny)
+    torch.save(state, tmp_path / "generator_model.pth")
+    with pytest.raises(PdfgcError, match=r"missing: to_rgb1.bias; unexpected: extra.weight"):
+        load_networks(tmp_path, tiny)
+
+
+@pytest.mark.parametrize("name", ["tiny", "official"])
+def test_fast_modulated_conv_equals_reference(name):
+    torch.manual_seed(1)
+    cfg = model_config(name)
+    gen = build_networks(cfg, names=("generator",)).generator.eval()
+    for m in gen.modules():  # make the noise matter
+        if m.__class__.__name__ == "NoiseInjection":
+            m.weight.data.fill_(0.3)
+    c0, s = cfg.generator.channels[0], cfg.generator.init_size
+    style, fmap = torch.randn(2, cfg.generator.style_dim), torch.randn(2, c0, s, s)
+    noise = gen.make_noise(7)
+    with torch.no_grad():
+        fast = gen(style, fmap, noise)
+        gen.set_impl("reference")
+        reference = gen(style, fmap, noise)
+    assert fast.shape == (2, 3, cfg.image_size, cfg.image_size)
+    assert (fast - reference).abs().max() < 1e-4
+
+
+def test_noise_is_seedable_and_changes_output():
+    cfg = model_config("tiny")
+    gen = build_networks(cfg, names=("generator",)).generator.eval()
+    for m in gen.modules():
+        if m.__class__.__name__ == "NoiseInjection":
+            m.weight.data.fill_(0.5)
+    style, fmap = torch.randn(1, cfg.generator.style_dim), torch.randn(1, 128, 4, 4)
+    with torch.no_grad():
+        a, b = gen(style, fmap, gen.make_noise(1)), gen(style, fmap, gen.make_noise(1))
+        c = gen(style, fmap, gen.make_noise(2))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_encoders_output_shapes():
+    cfg = model_config("tiny")
+    nets = build_networks(cfg).eval()
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        app, mot, aud = nets.appearance(x), nets.motion(x), nets.audio(torch.rand(3, 1, 80, 20))
+    assert app["vector"].shape == (3, cfg.codes.appearance)
+    assert app["map"].shape == (3, cfg.generator.channels[0], 4, 4)
+    assert {k: tuple(v.shape) for k, v in mot.items()} == {
+        "feature": (3, 128), "mouth": (3, 32), "pose": (3, 6), "eye": (3, 6), "emotion": (3, 8)}
+    assert aud["mouth"].shape == (3, cfg.codes.mouth)
+
+
+def test_inconsistent_style_dim_is_a_clear_error():
+    cfg = model_config("tiny")
+    cfg.generator.style_dim = 999
+    with pytest.raises(PdfgcError, match="style_dim is 999"):
+        build_networks(cfg)
