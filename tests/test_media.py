@@ -1,5 +1,7 @@
 """Tests of pdfgc.media: atomic writes, audio/image/video reading and mp4 writing."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -71,6 +73,7 @@ def test_atomic_path_failure_leaves_nothing(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # audioread, imported by librosa.load
 def test_load_audio_matches_librosa(tmp_path: Path) -> None:
     path = tmp_path / "stereo.wav"
     soundfile.write(path, _tone(1.3, rate=44100, channels=2), 44100, subtype="PCM_16")
@@ -205,6 +208,10 @@ def test_frame_source_corrupt_video(tmp_path: Path) -> None:
     path.write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
     with pytest.raises(PdfgcError, match="corrupt.mp4"):
         FrameSource(path)
+    voice = tmp_path / "voice.wav"
+    write_wav(voice, _tone(0.2), SR)
+    with pytest.raises(PdfgcError, match="voice.wav: has no video stream"):
+        FrameSource(voice)
 
 
 def test_video_writer_round_trip(talking_mp4: Path) -> None:
@@ -266,3 +273,22 @@ def test_probe_video_errors(tmp_path: Path) -> None:
     for path in (tmp_path / "missing.mp4", wav, junk):
         with pytest.raises(PdfgcError, match=path.name):
             probe_video(path)
+
+
+def test_video_writer_bad_settings(tmp_path: Path) -> None:
+    path = tmp_path / "bad.mp4"
+    with pytest.raises(PdfgcError, match="frame rate"):
+        VideoWriter(path, fps=0)
+    with pytest.raises(PdfgcError, match="mono"):
+        VideoWriter(path, audio=_tone(0.1, channels=2), sample_rate=SR)
+    with pytest.raises(PdfgcError, match="sample rate"):
+        VideoWriter(path, audio=_tone(0.1))
+    odd_rate = VideoWriter(path, audio=_tone(0.1, rate=22000), sample_rate=22000)  # not for AAC
+    with pytest.raises(PdfgcError, match="bad.mp4: cannot encode"), odd_rate as writer:
+        writer.write(_frames(2))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_media_does_not_import_torch() -> None:
+    code = "import sys, pdfgc.media; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

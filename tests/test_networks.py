@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import model_config
 
 from pdfgc.errors import PdfgcError
 from pdfgc.networks import build_networks
@@ -17,6 +16,8 @@ from pdfgc.networks.checkpoints import (
     load_networks,
     save_released,
 )
+
+from conftest import model_config
 
 KEYS_JSON = Path(__file__).parent / "data" / "official_checkpoint_keys.json"
 

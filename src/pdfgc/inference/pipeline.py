@@ -245,7 +245,8 @@ def read_jobs(path: str, defaults: DictConfig) -> list[Job]:
         raise PdfgcError(f"{path}: jobs file not found")
     text = file.read_text()
     if file.suffix == ".csv":
-        rows = [{k: (v or None) for k, v in row.items()} for row in csv.DictReader(text.splitlines())]
+        rows = [{k: v or None for k, v in row.items()}
+                for row in csv.DictReader(text.splitlines())]
     else:
         try:
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]

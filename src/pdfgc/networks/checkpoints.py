@@ -13,8 +13,6 @@ Every failure is a one-line :class:`PdfgcError` naming the file and the first of
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import torch
 from torch import nn
 
 from pdfgc.errors import PdfgcError
+from pdfgc.media import atomic_path
 
 RELEASED_FILES = {
     "appearance": "appearance_model.pth",
@@ -95,16 +94,8 @@ def load_networks(path: str | Path, nets: nn.ModuleDict,
 
 def atomic_save(obj: object, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_released(folder: str | Path, nets: nn.ModuleDict) -> None:

@@ -140,7 +140,7 @@ class MotionEncoder(nn.Module):
         self.to_emo, self.emo_embed = head(feature_dim), embed(feature_dim, emotion_dim)
 
     def heads(self, feature: torch.Tensor) -> dict[str, torch.Tensor]:
-        """f_mot (B, F) -> {"mouth": (B, 500), "pose": (B, 6), "eye": (B, 6), "emotion": (B, 30)}."""
+        """f_mot (B, F) -> codes {"mouth", "pose", "eye", "emotion"} (B, 500 / 6 / 6 / 30)."""
         return {
             "mouth": self.mouth_embed(self.to_mouth(feature)),
             "pose": self.headpose_embed(self.to_headpose(feature)),

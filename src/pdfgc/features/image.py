@@ -1,0 +1,50 @@
+"""Image pre-processing of the released PD-FGC model: resize, crop the face box, to [-1, 1]."""
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+OFFICIAL_SIZE = 224
+CROP_ROWS = slice(0, 192)  # of the 224x224 resize: drops the bottom 32 rows
+CROP_COLS = slice(16, 208)  # and 16 columns on each side
+
+
+def crop_face(img: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 of any size -> (224, 224, 3) uint8, as the released model crops faces.
+
+    Resize to 224x224, keep rows 0..191 and columns 16..207, resize back to 224x224 (both
+    resizes bilinear, cv2's default).
+    """
+    square = cv2.resize(img, (OFFICIAL_SIZE, OFFICIAL_SIZE), interpolation=cv2.INTER_LINEAR)
+    box = np.ascontiguousarray(square[CROP_ROWS, CROP_COLS])  # (192, 192, 3)
+    return cv2.resize(box, (OFFICIAL_SIZE, OFFICIAL_SIZE), interpolation=cv2.INTER_LINEAR)
+
+
+def prepare_image(img: np.ndarray, size: int = OFFICIAL_SIZE, crop: bool = True) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, size, size) float32 in [-1, 1] network input.
+
+    With ``crop`` the face box is cut as in ``crop_face``; without it the whole image is used.
+    The result is then resized to ``size`` (INTER_AREA) unless it already has that size.
+    """
+    face = crop_face(img) if crop else img
+    if face.shape[:2] != (size, size):
+        face = cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA)
+    scaled = face.astype(np.float32) / 255.0 * 2.0 - 1.0
+    return np.ascontiguousarray(scaled.transpose(2, 0, 1))
+
+
+def prepare_images(
+    imgs: np.ndarray | Sequence[np.ndarray], size: int = OFFICIAL_SIZE, crop: bool = True
+) -> np.ndarray:
+    """(N, H, W, 3) uint8 RGB -> (N, 3, size, size) float32 in [-1, 1]."""
+    return np.stack([prepare_image(img, size=size, crop=crop) for img in imgs])
+
+
+def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] (tensor or array) -> (N, H, W, 3) uint8, clamped and rounded."""
+    if isinstance(images, torch.Tensor):
+        images = images.detach().to("cpu", torch.float32).numpy()
+    pixels = (np.clip(images, -1.0, 1.0) + 1.0) / 2.0 * 255.0
+    return np.ascontiguousarray(np.rint(pixels).astype(np.uint8).transpose(0, 2, 3, 1))

@@ -1,0 +1,27 @@
+"""Write files atomically: readers never see a half-written output."""
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` that replaces ``path`` when the block succeeds.
+
+    The temporary file (``.<stem>.tmp-XXXXXXXX<suffix>``, same folder and suffix so that
+    writers guessing the format from the name still work) is not created here; the block
+    writes it. On a normal exit it is renamed over ``path``; if the block raises it is
+    deleted. Parent folders are created.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.stem}.tmp-{secrets.token_hex(4)}{final.suffix}")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, final)

@@ -1,0 +1,207 @@
+"""Inference: code composition, driver time lines, and infer.py end to end on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from pdfgc.errors import PdfgcError
+from pdfgc.features import SAMPLE_RATE, mel_spectrogram, normalize_rms, num_output_frames
+from pdfgc.inference.model import Controls, compose_codes, gaussian_smooth, mean_smooth
+from pdfgc.inference.pipeline import driver_timeline
+from pdfgc.media import load_audio, probe_video, write_wav
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def infer(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run infer.py (model=tiny, no progress) in a subprocess, as a user would."""
+    env = {**os.environ, "PDFGC_ROOT": str(cwd)}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "infer.py"), "model=tiny", "progress=false", *overrides],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def sample_args(sample: Path, output: Path, *extra: str) -> list[str]:
+    return [f"weights={sample / 'weights'}", f"audio={sample / 'speech.wav'}",
+            f"appearance={sample / 'portrait.png'}", f"output={output}", *extra]
+
+
+def expected_frames(audio: Path) -> int:
+    return num_output_frames(len(mel_spectrogram(normalize_rms(load_audio(audio)))))
+
+
+# --- codes -----------------------------------------------------------------------------------
+
+def test_gaussian_smooth_matches_hand_computed_taps():
+    x = torch.zeros(5, 1)
+    x[2, 0] = 1.0
+    g = np.exp(-0.5)
+    taps = np.array([g, 1.0, g]) / (1 + 2 * g)
+    np.testing.assert_allclose(gaussian_smooth(x)[:, 0].numpy(), [0, *taps, 0], atol=1e-6)
+    # zero padding at the ends, as released: a constant sequence sags at both ends
+    ones = gaussian_smooth(torch.ones(4, 1))[:, 0]
+    assert ones[0] == pytest.approx(1 - taps[0]) and ones[1] == pytest.approx(1.0)
+
+
+def test_mean_smooth_uses_two_frames_at_the_ends():
+    x = torch.tensor([[0.0], [3.0], [6.0], [9.0]])
+    np.testing.assert_allclose(mean_smooth(x)[:, 0].numpy(), [1.5, 3.0, 6.0, 7.5])
+    assert mean_smooth(torch.tensor([[2.0]])).item() == 2.0
+
+
+def test_compose_codes_scales_and_switches():
+    n = 4
+    mouth, emotion = torch.ones(n, 3), torch.ones(n, 2)
+    eye, pose = torch.arange(6.0).repeat(n, 1), torch.ones(n, 6)
+    codes = compose_codes(mouth, emotion, eye, pose, Controls())
+    assert codes.shape == (n, 3 + 2 + 6 + 6)
+    assert codes[1, 0] == pytest.approx(1.5)                    # mouth x 1.5 (interior frame)
+    assert codes[0, 3] == pytest.approx(1.2)                    # emotion x 1.2
+    np.testing.assert_allclose(codes[0, 5:11].numpy(), np.arange(6.0) * 1.2, rtol=1e-6)
+    no_blink = compose_codes(mouth, emotion, eye, pose, Controls(blink=False))[0, 5:11]
+    np.testing.assert_allclose(no_blink.numpy(), [0, 0, 2.4, 3.6, 0, 0], rtol=1e-6)
+    no_gaze = compose_codes(mouth, emotion, eye, pose, Controls(gaze=False))[0, 5:11]
+    np.testing.assert_allclose(no_gaze.numpy(), [0, 1.2, 0, 0, 4.8, 6.0], rtol=1e-6)
+    off = compose_codes(mouth, emotion, eye, pose,
+                        Controls(mouth=False, emotion=False, pose=False))
+    assert off[:, :5].abs().sum() == 0 and off[:, 11:].abs().sum() == 0
+
+
+# --- driver time lines ---------------------------------------------------------------------
+
+def test_loop_skips_the_first_two_frames_and_wraps_to_frame_two():
+    assert driver_timeline(7, 5, "loop").tolist() == [2, 3, 4, 2, 3, 4, 2]
+
+
+def test_pingpong_and_hold():
+    assert driver_timeline(8, 5, "pingpong").tolist() == [2, 3, 4, 3, 2, 3, 4, 3]
+    assert driver_timeline(5, 4, "hold").tolist() == [2, 3, 3, 3, 3]
+
+
+@pytest.mark.parametrize("policy", ["loop", "pingpong", "hold"])
+@pytest.mark.parametrize("length", [1, 2, 3, 9])
+def test_short_drivers_never_break(policy, length):
+    line = driver_timeline(30, length, policy)
+    assert len(line) == 30 and line.min() >= 0 and line.max() < length
+
+
+def test_unknown_policy_is_a_user_error():
+    with pytest.raises(PdfgcError, match="driver_policy"):
+        driver_timeline(3, 3, "bounce")
+
+
+# --- infer.py end to end -------------------------------------------------------------------
+
+def test_infer_writes_synced_mp4_with_audio_and_config(sample_dir, tmp_path):
+    out = tmp_path / "out" / "talk.mp4"
+    result = infer(*sample_args(sample_dir, out, f"pose={sample_dir / 'driver.mp4'}",
+                                f"eye={sample_dir / 'driver.mp4'}"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    info = probe_video(out)
+    frames = expected_frames(sample_dir / "speech.wav")
+    assert info["frames"] == frames
+    assert info["fps"] == pytest.approx(25.0)
+    assert (info["width"], info["height"]) == (64, 64)
+    assert info["has_audio"]
+    assert info["audio_seconds"] == pytest.approx(frames / 25, abs=0.1)
+    configs = list(tmp_path.glob("outputs/infer/*/config.yaml"))
+    assert len(configs) == 1 and "driver_policy: loop" in configs[0].read_text()
+
+
+def test_panel_and_controls(sample_dir, tmp_path):
+    out = tmp_path / "panel.mp4"
+    result = infer(*sample_args(sample_dir, out, "panel=true", "controls.all=false",
+                                "driver_policy=pingpong", "batch_size=3"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (probe_video(out)["width"], probe_video(out)["height"]) == (5 * 64, 64)
+
+
+def test_silent_audio_is_valid(sample_dir, tmp_path):
+    write_wav(tmp_path / "silence.wav", np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE)
+    out = tmp_path / "silent.mp4"
+    args = sample_args(sample_dir, out)
+    args[1] = f"audio={tmp_path / 'silence.wav'}"
+    result = infer(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert probe_video(out)["frames"] == expected_frames(tmp_path / "silence.wav")
+
+
+def test_batch_mode_is_resumable_and_relative_to_the_jobs_file(sample_dir, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    rows = [{"audio": str(sample_dir / "speech.wav"), "appearance": str(sample_dir / "portrait.png"),
+             "output": f"batch/{i}.mp4", "eye": str(sample_dir / "driver.mp4"), "gaze": i == 0}
+            for i in range(2)]
+    jobs.write_text("\n".join(json.dumps(r) for r in rows))
+    first = infer(f"weights={sample_dir / 'weights'}", f"jobs={jobs}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    done = tmp_path / "batch" / "0.mp4"
+    stamp = done.stat().st_mtime_ns
+    (tmp_path / "batch" / "1.mp4").unlink()
+    second = infer(f"weights={sample_dir / 'weights'}", f"jobs={jobs}", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert done.stat().st_mtime_ns == stamp and (tmp_path / "batch" / "1.mp4").exists()
+
+
+def test_csv_jobs(sample_dir, tmp_path):
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("audio,appearance,output,pose,mouth\n"
+                    f"{sample_dir / 'speech.wav'},{sample_dir / 'portrait.png'},c.mp4,,false\n")
+    result = infer(f"weights={sample_dir / 'weights'}", f"jobs={jobs}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "c.mp4").exists()
+
+
+def _bad_inputs(sample: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
+    (tmp / "notes.txt").write_text("not media")
+    (tmp / "corrupt.mp4").write_bytes(os.urandom(4096))
+    write_wav(tmp / "empty.wav", np.zeros(0, np.float32), SAMPLE_RATE)
+    cv2.imwrite(str(tmp / "tiny.png"), np.zeros((12, 12, 3), np.uint8))
+    wrong = tmp / "wrong"
+    wrong.mkdir()
+    for f in (sample / "weights").iterdir():
+        (wrong / f.name).write_bytes(f.read_bytes())
+    torch.save({"model.conv1.weight": torch.zeros(1)}, wrong / "appearance_model.pth")
+    return {
+        "missing audio": ([f"audio={tmp / 'nope.wav'}"], "nope.wav"),
+        "non-media audio": ([f"audio={tmp / 'notes.txt'}"], "notes.txt"),
+        "zero-length audio": ([f"audio={tmp / 'empty.wav'}"], "empty.wav"),
+        "corrupt driver": ([f"pose={tmp / 'corrupt.mp4'}"], "corrupt.mp4"),
+        "image too small": ([f"appearance={tmp / 'tiny.png'}"], "too small"),
+        "wrong checkpoint": ([f"weights={wrong}"], "appearance_model.pth"),
+        "bad policy": (["driver_policy=bounce"], "driver_policy"),
+    }
+
+
+def test_bad_input_is_one_line_exit_2_and_leaves_no_file(sample_dir, tmp_path):
+    out = tmp_path / "never.mp4"
+    for case, (override, needle) in _bad_inputs(sample_dir, tmp_path).items():
+        args = sample_args(sample_dir, out)
+        keys = {a.split("=")[0] for a in override}
+        args = [a for a in args if a.split("=")[0] not in keys] + override
+        result = infer(*args, cwd=tmp_path)
+        assert result.returncode == 2, f"{case}: {result.stderr}"
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), f"{case}: {result.stderr}"
+        assert needle in lines[0], case
+        assert not out.exists() and not list(tmp_path.glob(".never*")), case
+
+
+@pytest.mark.parametrize("kind", ["gray", "rgba"])
+def test_grayscale_and_rgba_portraits(sample_dir, tmp_path, kind):
+    face = cv2.imread(str(sample_dir / "portrait.png"))
+    image = (cv2.cvtColor(face, cv2.COLOR_BGR2GRAY) if kind == "gray"
+             else cv2.cvtColor(face, cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(tmp_path / "p.png"), image)
+    args = sample_args(sample_dir, tmp_path / "o.mp4")
+    args[2] = f"appearance={tmp_path / 'p.png'}"
+    result = infer(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
