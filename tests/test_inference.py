@@ -137,9 +137,9 @@ def test_silent_audio_is_valid(sample_dir, tmp_path):
 
 def test_batch_mode_is_resumable_and_relative_to_the_jobs_file(sample_dir, tmp_path):
     jobs = tmp_path / "jobs.jsonl"
-    rows = [{"audio": str(sample_dir / "speech.wav"), "appearance": str(sample_dir / "portrait.png"),
-             "output": f"batch/{i}.mp4", "eye": str(sample_dir / "driver.mp4"), "gaze": i == 0}
-            for i in range(2)]
+    rows = [{"audio": str(sample_dir / "speech.wav"),
+             "appearance": str(sample_dir / "portrait.png"), "output": f"batch/{i}.mp4",
+             "eye": str(sample_dir / "driver.mp4"), "gaze": i == 0} for i in range(2)]
     jobs.write_text("\n".join(json.dumps(r) for r in rows))
     first = infer(f"weights={sample_dir / 'weights'}", f"jobs={jobs}", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
