@@ -79,23 +79,36 @@ def compose_codes(mouth: torch.Tensor, emotion: torch.Tensor, eye: torch.Tensor,
 
 
 class TalkingHeadModel(nn.Module):
-    """Appearance, motion and audio encoders plus the generator, in eval mode."""
+    """Appearance, motion and audio encoders plus the generator, in eval mode.
 
-    def __init__(self, nets: nn.ModuleDict, noise_seed: int = DEFAULT_NOISE_SEED):
+    ``fast`` (default) runs the fast modulated convolution on channels-last (NHWC) tensors;
+    ``fast=False`` is the plain released formulation (per-sample grouped convolutions, NCHW),
+    kept as the reference. ``compile`` wraps each network in ``torch.compile``.
+    """
+
+    def __init__(self, nets: nn.ModuleDict, noise_seed: int = DEFAULT_NOISE_SEED,
+                 fast: bool = True, compile: bool = False):
         super().__init__()
         self.nets = nets.eval().requires_grad_(False)
+        self.memory_format = torch.channels_last if fast else torch.contiguous_format
+        for name in ("appearance", "motion"):  # the generator's 5-D weights stay as they are
+            self.nets[name].to(memory_format=self.memory_format)
+        self.nets.generator.set_impl("fast" if fast else "reference")
         self.image_size = self.nets.generator.image_size
         self.noise_seed = noise_seed
         self.noise = self.nets.generator.make_noise(noise_seed)
+        self.run = {name: torch.compile(net, dynamic=False) if compile else net
+                    for name, net in self.nets.items()}
 
     @classmethod
     def from_config(cls, model_cfg: DictConfig, weights: str | None,
-                    noise_seed: int = DEFAULT_NOISE_SEED) -> TalkingHeadModel:
+                    noise_seed: int = DEFAULT_NOISE_SEED, compile: bool = False
+                    ) -> TalkingHeadModel:
         """Build the ``model=`` networks and load ``weights`` (released folder or ``.ckpt``)."""
         nets = build_networks(model_cfg)
         if weights is not None:
             load_networks(weights, nets)
-        return cls(nets, noise_seed)
+        return cls(nets, noise_seed, compile=compile)
 
     def to(self, *args, **kwargs) -> TalkingHeadModel:  # keep the noise maps on the device
         super().to(*args, **kwargs)
@@ -106,19 +119,19 @@ class TalkingHeadModel(nn.Module):
     @torch.no_grad()
     def encode_appearance(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, H, W) reference images -> their mean {"vector": (1, D), "map": (1, C, s, s)}."""
-        out = self.nets.appearance(images)
+        out = self.run["appearance"](self._layout(images))
         return {k: v.mean(dim=0, keepdim=True) for k, v in out.items()}
 
     @torch.no_grad()
     def encode_motion(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, H, W) driver frames -> {"pose", "eye", "emotion"} codes, (B, D) each."""
-        out = self.nets.motion(frames)
+        out = self.run["motion"](self._layout(frames))
         return {k: out[k] for k in ("pose", "eye", "emotion")}
 
     @torch.no_grad()
     def encode_audio(self, mel_windows: torch.Tensor) -> torch.Tensor:
         """(B, 1, 80, 20) mel windows -> audio mouth codes (B, D)."""
-        return self.nets.audio(mel_windows)["mouth"]
+        return self.run["audio"](mel_windows)["mouth"]
 
     @torch.no_grad()
     def render(self, appearance: dict[str, torch.Tensor], motion_codes: torch.Tensor
@@ -126,4 +139,9 @@ class TalkingHeadModel(nn.Module):
         """appearance (from encode_appearance) + (B, motion) codes -> frames (B, 3, H, W)."""
         b = motion_codes.shape[0]
         style = torch.cat([appearance["vector"].expand(b, -1), motion_codes], dim=1)
-        return self.nets.generator(style, appearance["map"].expand(b, -1, -1, -1), self.noise)
+        appearance_map = self._layout(appearance["map"].expand(b, -1, -1, -1))
+        return self.run["generator"](style, appearance_map, self.noise)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """NHWC on the fast path: oneDNN (CPU) and cuDNN run convolutions fastest on it."""
+        return x.contiguous(memory_format=self.memory_format)

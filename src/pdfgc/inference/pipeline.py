@@ -278,7 +278,7 @@ def run(cfg: DictConfig) -> list[Path]:
                          "generator_model.pth) or a pdfgc .ckpt")
     jobs = read_jobs(cfg.jobs, cfg) if cfg.get("jobs") else [job_from_config(cfg)]
     OmegaConf.save(cfg, Path(cfg.paths.output_dir) / "config.yaml", resolve=True)
-    model = TalkingHeadModel.from_config(cfg.model, cfg.weights, cfg.noise_seed)
+    model = TalkingHeadModel.from_config(cfg.model, cfg.weights, cfg.noise_seed, cfg.compile)
     renderer = Renderer(cfg, model)
     written, failed = [], []
     for job in jobs:

@@ -35,17 +35,18 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     ``pad`` is (before, after), applied to both spatial axes; negative values crop.
     """
     b, c, h, w = x.shape
+    weight = torch.flip(kernel, [0, 1]).to(x.dtype)[None, None].expand(c, 1, -1, -1)
+    p0, p1 = pad
+    if up == 1 and p0 == p1 >= 0:  # plain blur: let the convolution pad, no copy
+        return F.conv2d(x, weight, padding=p0, groups=c)[:, :, ::down, ::down]
     if up > 1:
         x = x.reshape(b, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(b, c, h * up, w * up)
-    p0, p1 = pad
     x = F.pad(x, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
     if p0 < 0 or p1 < 0:
         x = x[:, :, max(-p0, 0): x.shape[2] - max(-p1, 0), max(-p0, 0): x.shape[3] - max(-p1, 0)]
-    weight = torch.flip(kernel, [0, 1]).to(x.dtype)[None, None].expand(c, 1, -1, -1)
-    x = F.conv2d(x, weight, groups=c)
-    return x[:, :, ::down, ::down]
+    return F.conv2d(x, weight, groups=c)[:, :, ::down, ::down]
 
 
 class Blur(nn.Module):
@@ -116,6 +117,17 @@ class EqualLinear(nn.Module):
         return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
 
 
+def pointwise_conv(x: torch.Tensor, weight: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """1x1 convolution of x (B, in, H, W) with per-sample weights ``weight * s`` as one batched
+    matrix product (no modulated copy of x). weight (out, in), s (B, in) -> (B, out, H, W)."""
+    b, c, h, w = x.shape
+    per_sample = (weight[None] * s[:, None, :]).to(x.dtype)  # (B, out, in)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        out = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * w, c), per_sample.transpose(1, 2))
+        return out.reshape(b, h, w, -1).permute(0, 3, 1, 2)  # (B, out, H, W), channels last
+    return torch.bmm(per_sample, x.reshape(b, c, h * w)).reshape(b, -1, h, w)
+
+
 class ModulatedConv2d(nn.Module):
     """StyleGAN2 modulated (and optionally demodulated) convolution, optional 2x upsampling.
 
@@ -148,26 +160,30 @@ class ModulatedConv2d(nn.Module):
                 f"upsample={self.upsample}, demodulate={self.demodulate}, impl={self.impl}")
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        s = self.modulation(style)  # (B, in)
         if self.impl == "reference":
-            return self._forward_reference(x, s)
-        return self._forward_fast(x, s)
+            return self._forward_reference(x, self.modulation(style))
+        out, scale = self.forward_undemodulated(x, style)
+        return out if scale is None else out * scale[:, :, None, None]
 
-    def _demodulation(self, s: torch.Tensor) -> torch.Tensor:
-        """Per-sample, per-output-channel scale 1/|w'| of the modulated weights: (B, out)."""
-        w2 = (self.scale * self.weight[0]).pow(2).sum(dim=(2, 3))  # (out, in)
-        return torch.rsqrt(s.pow(2) @ w2.t() + 1e-8)
-
-    def _forward_fast(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    def forward_undemodulated(self, x: torch.Tensor, style: torch.Tensor
+                              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The fast formulation without its last step: returns the output before
+        demodulation and the (B, out) demodulation scale (None when not demodulating), so a
+        caller can fuse that scale into its own epilogue."""
+        s = self.modulation(style)  # (B, in)
         weight = self.scale * self.weight[0]  # (out, in, k, k)
-        x = x * s[:, :, None, None]
-        if self.upsample:
-            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+        if self.kernel_size == 1 and not self.upsample:
+            out = pointwise_conv(x, weight[:, :, 0, 0], s)
+        elif self.upsample:
+            out = self.blur(F.conv_transpose2d(x * s[:, :, None, None].to(x.dtype),
+                                               weight.transpose(0, 1).to(x.dtype), stride=2))
         else:
-            out = F.conv2d(x, weight, padding=self.padding)
-        if self.demodulate:
-            out = out * self._demodulation(s)[:, :, None, None]
-        return self.blur(out) if self.upsample else out
+            out = F.conv2d(x * s[:, :, None, None].to(x.dtype), weight.to(x.dtype),
+                           padding=self.padding)
+        if not self.demodulate:
+            return out, None
+        w2 = weight.pow(2).sum(dim=(2, 3))  # (out, in)
+        return out, torch.rsqrt(s.pow(2) @ w2.t() + 1e-8)
 
     def _forward_reference(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape

@@ -1,0 +1,1 @@
+"""Datasets: the synthetic talking heads, preprocessing of real videos, and the DataModule."""
