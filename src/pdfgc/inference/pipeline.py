@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,15 +172,19 @@ class Renderer:
         track = samples[offset: offset + n * SAMPLE_RATE // FPS]
         still = to_uint8(prepare_image(portrait, self.size, self.cfg.crop)[None])[0]
         with VideoWriter(job.output, fps=FPS, audio=track, sample_rate=SAMPLE_RATE,
-                         crf=self.cfg.crf) as writer:
+                         crf=self.cfg.crf) as writer, ThreadPoolExecutor(1) as encoder:
+            pending = None  # H.264 encoding of one chunk overlaps rendering of the next
             for s in tqdm(list(self._chunks(n)), desc=Path(job.output).name, unit="chunk",
                           disable=not self.cfg.progress):
                 with self._autocast():
-                    frames = self.model.render(appearance, motion[s])
-                frames = to_uint8(frames.float().cpu().numpy())
+                    frames = to_uint8(self.model.render(appearance, motion[s]))
                 if self.cfg.panel:
                     frames = self._panel(frames, still, drivers, s)
-                writer.write(frames)
+                if pending is not None:
+                    pending.result()
+                pending = encoder.submit(writer.write, frames)
+            if pending is not None:
+                pending.result()
         return Path(job.output)
 
     def _open_drivers(self, job: Job, portrait: np.ndarray, n: int) -> dict[str, Driver]:

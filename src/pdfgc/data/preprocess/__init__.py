@@ -1,0 +1,4 @@
+"""Preprocessing of real talking videos (VoxCeleb2 or any folder) into a pdfgc dataset:
+landmarks (``landmarks``), alignment to the PC-AVS template (``align``), per-frame labels
+(``labels``) and the sharded, resumable runner (``runner``; ``python -m pdfgc.data.preprocess``).
+"""
