@@ -1,0 +1,24 @@
+"""The training losses of PD-FGC; each a small module whose forward returns (loss, logs).
+
+``logs`` maps short names to detached scalars; the training stage prefixes them.
+"""
+
+from pdfgc.losses.contrastive import EyeTripletLoss, SymmetricInfoNCE
+from pdfgc.losses.decorrelation import DecorrelationLoss
+from pdfgc.losses.gan import FeatureMatchingLoss, HingeGANLoss
+from pdfgc.losses.motion import MotionConsistencyLoss
+from pdfgc.losses.perceptual import VGGPerceptualLoss
+from pdfgc.losses.reconstruction import ReconstructionLoss
+from pdfgc.losses.regression import MaskedRegression
+
+__all__ = [
+    "DecorrelationLoss",
+    "EyeTripletLoss",
+    "FeatureMatchingLoss",
+    "HingeGANLoss",
+    "MaskedRegression",
+    "MotionConsistencyLoss",
+    "ReconstructionLoss",
+    "SymmetricInfoNCE",
+    "VGGPerceptualLoss",
+]

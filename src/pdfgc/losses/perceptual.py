@@ -1,0 +1,127 @@
+"""The VGG19 perceptual loss, and what the losses share: option checks, fixed networks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from pdfgc.errors import PdfgcError
+from pdfgc.networks.checkpoints import check_state_dict, read_state_dict
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# torchvision vgg19.features index just past relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
+VGG_LAYER_ENDS = (2, 7, 12, 21, 30)
+VGG_FILE = "vgg19-dcbb9e9d.pth"
+VGG_OPTION = "loss.vgg_weights"
+
+
+def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else a one-line :class:`PdfgcError`."""
+    if value not in choices:
+        raise PdfgcError(f"{option}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def read_torchvision_features(path: str | Path | None, net: str, file: str, option: str
+                              ) -> dict[str, torch.Tensor]:
+    """The ``features.*`` weights of a torchvision classifier's state dict, prefix stripped.
+
+    A missing or unreadable file is a one-line :class:`PdfgcError` saying where to get it.
+    """
+    if path is None or not Path(path).is_file():
+        what = f"{net} weights not given" if path is None else f"{path}: {net} weights not found"
+        raise PdfgcError(f"{what}; download torchvision's {file} and pass its path ({option}=...)")
+    prefix = "features."
+    return {key.removeprefix(prefix): value for key, value in read_state_dict(path).items()
+            if key.startswith(prefix)}
+
+
+class FrozenNetworkLoss(nn.Module):
+    """Base of losses that hold a fixed pretrained network.
+
+    After :meth:`freeze` the module stays in eval mode, its weights get no gradient, and they
+    are kept out of ``state_dict`` (they come from their own file, not from training
+    checkpoints); loading a state dict without them keeps the current weights.
+    """
+
+    def freeze(self) -> None:
+        """Call at the end of ``__init__``, once the network holds its weights."""
+        self.requires_grad_(False)
+        self.eval()
+        self._frozen_keys = list(self.state_dict())
+        self.register_state_dict_post_hook(_drop_frozen_keys)
+        self.register_load_state_dict_pre_hook(_fill_frozen_keys)
+
+    def train(self, mode: bool = True) -> FrozenNetworkLoss:
+        """Stay in eval mode whatever the parent module asks."""
+        return super().train(False)
+
+
+def _drop_frozen_keys(module: FrozenNetworkLoss, state_dict: dict[str, Any], prefix: str,
+                      local_metadata: Any) -> None:
+    for key in module._frozen_keys:
+        state_dict.pop(prefix + key, None)
+
+
+def _fill_frozen_keys(module: FrozenNetworkLoss, state_dict: dict[str, Any], prefix: str,
+                      *args: Any) -> None:
+    current = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    for key in module._frozen_keys:
+        state_dict.setdefault(prefix + key, current[key])
+
+
+class VGGPerceptualLoss(FrozenNetworkLoss):
+    """Weighted L1 between VGG19 features (relu1_1 .. relu5_1) of a fake and a real image.
+
+    ``weights`` is a local torchvision ``vgg19`` ImageNet state dict (``vgg19-dcbb9e9d.pth``);
+    nothing is downloaded. Images in [-1, 1] are mapped to ImageNet normalisation.
+    """
+
+    def __init__(self, weights: str | Path | None,
+                 layer_weights: Sequence[float] = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)):
+        super().__init__()
+        if len(layer_weights) != len(VGG_LAYER_ENDS):
+            raise PdfgcError(f"layer_weights={list(layer_weights)}: expected "
+                             f"{len(VGG_LAYER_ENDS)} weights (relu1_1 .. relu5_1)")
+        state = read_torchvision_features(weights, "VGG19", VGG_FILE, VGG_OPTION)
+        with torch.device("meta"):  # no time spent initialising weights about to be replaced
+            features = torchvision.models.vgg19(weights=None).features
+        load_strict(features, state, str(weights))
+        starts = (0, *VGG_LAYER_ENDS[:-1])
+        self.blocks = nn.ModuleList(features[a:b]
+                                    for a, b in zip(starts, VGG_LAYER_ENDS, strict=True))
+        self.layer_weights = tuple(float(w) for w in layer_weights)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+                             persistent=False)
+        self.freeze()
+
+    def _normalize(self, image: torch.Tensor) -> torch.Tensor:
+        return ((image + 1) / 2 - self.mean) / self.std
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """fake, real (B, 3, H, W) in [-1, 1]; gradients flow into ``fake`` only."""
+        x, y = self._normalize(fake), self._normalize(real.detach())
+        loss = fake.new_zeros(())
+        for weight, block in zip(self.layer_weights, self.blocks, strict=True):
+            x = block(x)
+            with torch.no_grad():
+                y = block(y)
+            loss = loss + weight * F.l1_loss(x, y)
+        return loss, {"vgg": loss.detach()}
+
+
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``module`` (tensors assigned, so ``module`` may live on ``meta``);
+    a one-line error naming ``source`` if any key is missing, extra or mis-shaped."""
+    check_state_dict(source, module, state)
+    module.load_state_dict(state, strict=True, assign=True)
