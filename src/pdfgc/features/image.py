@@ -43,8 +43,28 @@ def prepare_images(
 
 
 def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
-    """(N, 3, H, W) in [-1, 1] (tensor or array) -> (N, H, W, 3) uint8, clamped and rounded."""
+    """(N, 3, H, W) in [-1, 1] (tensor or array) -> (N, H, W, 3) uint8, clamped and rounded.
+
+    A tensor is converted where it lives (on a GPU, only the uint8 frames are copied back)."""
     if isinstance(images, torch.Tensor):
-        images = images.detach().to("cpu", torch.float32).numpy()
+        pixels = (images.detach().float().clamp(-1.0, 1.0) + 1.0) / 2.0 * 255.0
+        return pixels.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
     pixels = (np.clip(images, -1.0, 1.0) + 1.0) / 2.0 * 255.0
     return np.ascontiguousarray(np.rint(pixels).astype(np.uint8).transpose(0, 2, 3, 1))
+
+
+def crop_points(points: np.ndarray, src_size: int, size: int = OFFICIAL_SIZE,
+                crop: bool = True) -> np.ndarray:
+    """Map (..., 2) pixel coordinates (x, y) of a square ``src_size`` frame to model pixels.
+
+    Follows ``prepare_image``: the crop rule of ``crop_face`` (if ``crop``), then the resize to
+    ``size``. Pixel centres sit at integer coordinates, as cv2's resizes treat them.
+    """
+    xy = np.asarray(points, dtype=np.float32) + 0.5  # pixel edges: what resizes scale
+    if crop:
+        corner = np.array([CROP_COLS.start, CROP_ROWS.start], dtype=np.float32)
+        box = CROP_ROWS.stop - CROP_ROWS.start  # side of the cut box, 192
+        xy = (xy * (OFFICIAL_SIZE / src_size) - corner) * (size / box)
+    else:
+        xy = xy * (size / src_size)
+    return xy - 0.5

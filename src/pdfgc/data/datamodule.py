@@ -1,0 +1,138 @@
+"""The Lightning DataModule of every stage: VoxCeleb2 crops or the synthetic talking heads.
+
+Both datasets follow the manifest contract (``pdfgc.data.manifest``); synthetic data is
+generated in ``prepare_data`` when ``generate`` is set and the folder has none yet.
+
+Epochs and DDP: sample ``i`` of epoch ``e`` is fixed by ``(seed, e, i)`` (see
+``pdfgc.data.datasets``), so the loaders do not shuffle; under DDP Lightning swaps their
+sequential sampler for a ``DistributedSampler``, which hands each rank its own indices of the
+same epoch. The training set moves to the next epoch's samples through
+:class:`DataEpochCallback`, which ``setup`` adds to the trainer (once) for you.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from pdfgc.data.datasets import ClipIndex, TalkingHeadDataset
+from pdfgc.data.manifest import SPLITS
+
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                "predict": ()}
+
+
+class DataEpochCallback(pl.Callback):
+    """Moves the DataModule's training set to the trainer's epoch when an epoch starts."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if isinstance(datamodule, VoxCeleb2DataModule):
+            datamodule.set_epoch(trainer.current_epoch)
+
+
+class VoxCeleb2DataModule(pl.LightningDataModule):
+    """Train / val / test loaders of :class:`TalkingHeadDataset` over a manifest's splits.
+
+    Args:
+        root: dataset folder (``manifest.jsonl``, mp4s, label npzs).
+        image_size, crop: network image side and whether the released crop rule applies.
+        batch_size, num_workers: per loader; workers persist between epochs.
+        samples_per_epoch: ``{"train": n, "val": n, "test": n}``; a missing or null entry
+            means one sample per clip of that split.
+        seed: fixes every sample (training samples also depend on the epoch; validation and
+            test samples are the same every time).
+        emotion_window, negatives, augment, eye_augment, cache_mb, readers: passed to
+            :class:`TalkingHeadDataset` (``augment``: :class:`MotionAugment` options, those
+            left out at the released values; null for no augmentation).
+        generate: synthetic data only, the keyword arguments of
+            ``pdfgc.data.synthetic.generate.ensure_dataset`` (called in ``prepare_data``).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int = 224,
+        crop: bool = True,
+        batch_size: int = 32,
+        num_workers: int = 8,
+        samples_per_epoch: Mapping[str, int | None] | None = None,
+        seed: int = 2021,
+        emotion_window: int = 5,
+        negatives: int = 4,
+        augment: Mapping[str, float] | None = None,
+        eye_augment: bool = False,
+        cache_mb: float = 0.0,
+        readers: int = 8,
+        generate: Mapping | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.root = Path(root)
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.samples_per_epoch = dict(samples_per_epoch or {})
+        self.generate = dict(generate) if generate else None
+        self.dataset_options = {
+            "image_size": image_size, "crop": crop, "seed": seed,
+            "emotion_window": emotion_window, "negatives": negatives,
+            "augment": None if augment is None else dict(augment),
+            "eye_augment": eye_augment, "cache_mb": cache_mb, "readers": readers,
+        }
+        self.index: ClipIndex | None = None
+        self.datasets: dict[str, TalkingHeadDataset] = {}
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic dataset if ``generate`` is set and it is not there yet."""
+        if self.generate is not None:
+            from pdfgc.data.synthetic.generate import ensure_dataset  # only synthetic data
+
+            ensure_dataset(self.root, **self.generate)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the manifest once and build the datasets ``stage`` needs (all for None)."""
+        for split in STAGE_SPLITS[stage] if stage else SPLITS:
+            self.dataset(split)
+        trainer = self.trainer
+        if stage == "fit" and trainer is not None and not any(
+                isinstance(c, DataEpochCallback) for c in trainer.callbacks):
+            trainer.callbacks.append(DataEpochCallback())
+
+    def dataset(self, split: str) -> TalkingHeadDataset:
+        """The dataset of ``split``, built on first use (a one-line error if it is empty)."""
+        if split not in self.datasets:
+            if self.index is None:
+                self.index = ClipIndex.from_manifest(self.root)
+            self.datasets[split] = TalkingHeadDataset(
+                self.index, split, samples_per_epoch=self.samples_per_epoch.get(split),
+                **self.dataset_options)
+        return self.datasets[split]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the training loader yield epoch ``epoch``'s samples."""
+        self.dataset("train").set_epoch(epoch)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.trainer is not None:  # a resumed run starts at its epoch
+            self.set_epoch(self.trainer.current_epoch)
+        return self._loader("train", drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def _loader(self, split: str, drop_last: bool = False) -> DataLoader:
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.batch_size,
+            shuffle=False,  # the index is already random: sample i is drawn from (seed, epoch, i)
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=drop_last,
+        )
