@@ -134,6 +134,9 @@ def _require_video_stream(path: Path) -> None:
         raise PdfgcError(f"{path}: not a readable video ({_reason(err)})") from err
 
 
+KEYFRAME_INTERVAL = 25  # one keyframe a second: random access decodes at most 24 extra frames
+
+
 class VideoWriter:
     """Stream RGB frames into an H.264 (yuv420p) mp4, with an optional mono AAC track.
 
@@ -231,6 +234,7 @@ class VideoWriter:
         self._video.width, self._video.height = width, height
         self._video.pix_fmt = "yuv420p"
         self._video.options = {"crf": str(self.crf)}
+        self._video.codec_context.gop_size = KEYFRAME_INTERVAL
         if self.audio is not None:
             self._audio = self._container.add_stream("aac", rate=self.sample_rate, layout="mono")
 
