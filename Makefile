@@ -36,10 +36,13 @@ demo: setup ## the main job: make a sample, render it with infer.py (panel video
 bench: setup ## inference speed at official size on this machine
 	$(PY) benchmarks/inference.py
 
+bench-data: setup ## DataModule samples/s at 64 and 224 px beside the training step rate
+	$(PY) benchmarks/data.py
+
 lint: setup ## ruff
 	$(PY) -m ruff check src tests benchmarks *.py
 
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs multirun .pytest_cache
 
-.PHONY: help setup test test-all demo bench lint clean
+.PHONY: help setup test test-all demo bench bench-data lint clean
