@@ -1,0 +1,138 @@
+"""Training: build the DataModule, the stage module, callbacks, loggers and Trainer from the
+composed ``conf/train.yaml``, fit, and return the metric a sweeper optimises.
+
+``train.py`` at the top is the Hydra main; :func:`run` is what it calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from pdfgc.errors import PdfgcError
+from pdfgc.media import atomic_path
+
+log = logging.getLogger(__name__)
+
+LIGHTNING_CKPT_KEYS = ("last", "best", "hpc", "registry")  # ckpt_path words Lightning resolves
+EXPECTED_WARNINGS = (
+    r"Found \d+ module\(s\) in eval mode",  # frozen submodules, on purpose
+    "Using ModelCheckpoint with manual optimization",  # we do save the post-step state
+)
+OmegaConf.register_new_resolver("pdfgc.env_unset", lambda name: not os.environ.get(name),
+                                replace=True)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit ``cfg.stage`` on ``cfg.data``; the value of ``cfg.optimized_metric`` at the end
+    (None if it was never logged)."""
+    torch.set_float32_matmul_precision(cfg.matmul_precision)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    pl.seed_everything(cfg.seed, workers=True)
+    save_config(cfg, Path(cfg.paths.output_dir) / "config.yaml")
+    datamodule = build(cfg.data)
+    module = build_module(cfg)
+    module.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True))  # in checkpoints
+    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
+    trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        with warnings.catch_warnings():
+            for message in EXPECTED_WARNINGS:
+                warnings.filterwarnings("ignore", message)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, callbacks))
+    finally:
+        finish_wandb(loggers)
+    metric = trainer.callback_metrics.get(cfg.optimized_metric)
+    if metric is None:
+        log.warning("optimized_metric %s was not logged", cfg.optimized_metric)
+        return None
+    return float(metric)
+
+
+def build_module(cfg: DictConfig) -> pl.LightningModule:
+    """The stage module of ``cfg.stage``, given the ``model`` and ``loss`` configs."""
+    return build(cfg.stage, model=cfg.model, loss=cfg.loss, _recursive_=False)
+
+
+def build(cfg: DictConfig, **kwargs):
+    """``hydra.utils.instantiate``, letting a user error (:class:`PdfgcError`) through as
+    itself rather than wrapped in Hydra's InstantiationException."""
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, PdfgcError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def run(cfg: DictConfig) -> float | None:
+    """:func:`train` as a Hydra job. In a multirun a failed job is logged (its overrides and
+    error) and returns NaN, so the sweep goes on; a single run raises."""
+    try:
+        return train(cfg)
+    except Exception as err:
+        if not in_multirun():
+            raise
+        overrides = " ".join(HydraConfig.get().overrides.task)
+        if isinstance(err, PdfgcError):
+            log.error("job failed [%s]: error: %s", overrides, err)
+        else:
+            log.exception("job failed [%s]", overrides)
+        return math.nan
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def resume_path(cfg: DictConfig, callbacks: Sequence[pl.Callback]) -> str | None:
+    """``cfg.ckpt_path`` if given; else, with ``cfg.resume``, the run folder's last.ckpt."""
+    if cfg.ckpt_path is not None:
+        if cfg.ckpt_path not in LIGHTNING_CKPT_KEYS and not Path(cfg.ckpt_path).is_file():
+            raise PdfgcError(f"ckpt_path: {cfg.ckpt_path} not found")
+        return str(cfg.ckpt_path)
+    if not cfg.resume:
+        return None
+    for callback in callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath is not None:
+            last = Path(callback.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}.ckpt"
+            if last.is_file():
+                log.info("resuming from %s", last)
+                return str(last)
+    return None
+
+
+@rank_zero_only
+def save_config(cfg: DictConfig, path: Path) -> None:
+    """The resolved config as YAML, written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def finish_wandb(loggers: Sequence[Logger]) -> None:
+    """Close the W&B run, so the next job of a multirun starts its own."""
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()

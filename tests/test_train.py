@@ -1,0 +1,457 @@
+"""Training: every stage on tiny synthetic data, the motion -> heads -> expression hand-off,
+frozen weights, resume, atomic checkpoints, DDP on CPU, sweeps and the experiment files.
+
+The configs are the real ones (``conf/train.yaml``), composed with tiny budgets; the data is
+the real ``data=synthetic`` DataModule on a very small generated dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from pdfgc.errors import PdfgcError
+from pdfgc.inference.model import TalkingHeadModel
+from pdfgc.networks import build_networks
+from pdfgc.networks.checkpoints import load_networks, read_state_dict, save_released
+from pdfgc.stages.base import frozen_modules
+from pdfgc.stages.callbacks import AtomicCheckpointIO
+from pdfgc.train import build_module, train
+
+from conftest import model_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAIN = ("motion", "heads", "expression")
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+DATA = [  # 4 identities (2 train) x 1 clip of 1 s; 8 training samples an epoch
+    "data=synthetic", "data.generate.num_identities=4", "data.generate.clips_per_identity=1",
+    "data.generate.val_identities=1", "data.generate.test_identities=1",
+    "data.generate.seconds=1.0", "data.generate.workers=1", "data.batch_size=4",
+    "data.samples_per_epoch.train=8", "data.samples_per_epoch.val=4",
+]
+FAST = [  # two steps, validation and a checkpoint at every step, images at step 1 and 2
+    "model=tiny", "trainer=cpu", "trainer.max_steps=2", "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
+    "trainer.log_every_n_steps=1", "callbacks.model_checkpoint.every_n_train_steps=1",
+    "callbacks.image_logger.every_n_steps=2", "callbacks.image_logger.max_images=2",
+    "~callbacks.progress_bar", "logger=csv",
+]
+
+
+def compose_train(root: Path, data_dir: Path, *overrides: str):
+    """conf/train.yaml as Hydra composes it, writing under ``root``, with tiny budgets."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        return compose("train", overrides=[
+            *DATA, *FAST, f"paths.root_dir={root}", f"paths.data_dir={data_dir}",
+            "paths.output_dir=${group_dir}/${stage.name}", "+trainer.enable_progress_bar=false",
+            *overrides])
+
+
+def cli_command(root: Path, data_dir: Path, *overrides: str, multirun: bool = False
+                ) -> dict:
+    """Arguments of a ``python train.py [-m]`` subprocess with the tiny settings."""
+    command = [sys.executable, str(ROOT / "train.py"), *(["-m"] if multirun else []),
+               *DATA, *FAST, f"paths.root_dir={root}", f"paths.data_dir={data_dir}",
+               *overrides]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    return {"args": command, "cwd": root, "env": env, "text": True}
+
+
+def cli(root: Path, data_dir: Path, *overrides: str, multirun: bool = False
+        ) -> subprocess.CompletedProcess:
+    """Run ``python train.py [-m]`` with the tiny settings; its output is captured."""
+    return subprocess.run(**cli_command(root, data_dir, *overrides, multirun=multirun),
+                          capture_output=True, timeout=300)
+
+
+def checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def metrics(run: Path, version: int = 0) -> list[dict[str, str]]:
+    with open(run / "csv" / f"version_{version}" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def logged_steps(rows: list[dict[str, str]], key: str) -> list[int]:
+    return [int(r["step"]) for r in rows if r.get(key)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: tiny convolutions gain little from two, and on a busy 2-core
+    machine two threads per process stall each other (10x slower here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """The tiny synthetic dataset, generated once through the DataModule."""
+    data_dir = tmp_path_factory.mktemp("data")
+    instantiate(compose_train(data_dir, data_dir).data).prepare_data()
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, data_dir) -> tuple[Path, dict[str, float | None]]:
+    """motion -> heads -> expression in one run group, two steps each."""
+    root = tmp_path_factory.mktemp("chain")
+    results = {stage: train(compose_train(root, data_dir, f"stage={stage}", "run_group=chain"))
+               for stage in CHAIN}
+    return root / "outputs" / "train" / "chain", results
+
+
+# --- the chain ---------------------------------------------------------------------------
+
+def test_every_stage_of_the_chain_writes_checkpoints_images_logs_and_config(chain):
+    group, results = chain
+    for stage in CHAIN:
+        run = group / stage
+        names = {p.name for p in (run / "checkpoints").glob("*.ckpt")}
+        assert names == {f"{stage}-1.ckpt", f"{stage}-2.ckpt", "last.ckpt"}
+        # one iteration is one global step, though D and G both step in motion / expression
+        assert checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
+        config = OmegaConf.load(run / "config.yaml")
+        assert config.stage.name == stage and "${" not in (run / "config.yaml").read_text()
+        rows = metrics(run)
+        assert logged_steps(rows, "train/loss/total") == [0, 1]
+        val = [float(r["val/loss/total"]) for r in rows if r.get("val/loss/total")]
+        assert len(val) == 1 and results[stage] == pytest.approx(val[0])
+        lrs = [float(r["train/lr/motion"]) for r in rows if r.get("train/lr/motion")]
+        assert lrs == pytest.approx([1e-4, 1e-4])
+    rows = metrics(group / "motion")
+    for key in ("train/loss/gan_d", "train/loss/gan", "train/loss/feature_matching",
+                "train/loss/motion", "train/lr/discriminator", "train/lr/generator0",
+                "train/grad_norm/generator0", "train/grad_norm/discriminator",
+                "train/motion/cos", "val/loss/motion"):
+        assert logged_steps(rows, key), key
+    assert not logged_steps(rows, "train/loss/vgg")  # weight 5 but no VGG19 file: off
+    rows = metrics(group / "heads")
+    for key in ("train/loss/lip", "train/lip/acc", "train/loss/eye", "train/loss/blink",
+                "train/loss/gaze", "train/loss/pose", "train/lr/audio"):
+        assert logged_steps(rows, key), key
+    rows = metrics(group / "expression")
+    assert logged_steps(rows, "train/loss/decorrelation")
+    assert logged_steps(rows, "train/loss/lip") and logged_steps(rows, "train/loss/gan_d")
+    images = {p.name for p in (group / "expression" / "images").glob("*.png")}
+    assert {f"{n}-{s:07d}.png" for n in ("reconstruction", "swap_mouth", "swap_emotion",
+                                          "swap_eye", "swap_pose") for s in (1, 2)} == images
+    assert {p.name for p in (group / "motion" / "images").glob("*-0000002.png")} == {
+        "reconstruction-0000002.png", "swap_motion-0000002.png"}
+
+
+def test_init_from_loads_the_earlier_stage_by_name_and_reports_the_rest(chain, data_dir,
+                                                                       caplog):
+    group, _ = chain
+    cfg = compose_train(group.parents[2], data_dir, "stage=heads", "run_group=chain")
+    with caplog.at_level("INFO", logger="pdfgc.stages.base"):
+        module = build_module(cfg)
+    report = module.init_report
+    assert report["missing"] and all(k.startswith("audio.") for k in report["missing"])
+    assert {k.split(".")[0] for k in report["unexpected"]} == {"generator0", "discriminator"}
+    assert report["mismatched"] == []
+    motion = read_state_dict(group / "motion" / "checkpoints" / "last.ckpt")["state_dict"]
+    for key, value in module.nets.motion.state_dict().items():
+        assert torch.equal(value, motion[f"nets.motion.{key}"])
+    message = next(r.getMessage() for r in caplog.records if "init_from" in r.getMessage())
+    assert "complete: appearance, motion" in message and "missing (new): audio" in message
+
+
+def _frozen_keys(state: dict, prefixes: tuple[str, ...]) -> list[str]:
+    return [k for k in state if k.startswith(prefixes)]
+
+
+def test_frozen_weights_and_batchnorm_statistics_stay_bit_identical(chain):
+    group, _ = chain
+    states = {s: read_state_dict(group / s / "checkpoints" / "last.ckpt")["state_dict"]
+              for s in CHAIN}
+    # heads froze appearance, the FAN trunk and the emotion head
+    frozen = _frozen_keys(states["heads"], ("nets.appearance.", "nets.motion.model.",
+                                            "nets.motion.to_emo.", "nets.motion.emo_embed."))
+    assert any("running_mean" in k for k in frozen)
+    for key in frozen:
+        assert torch.equal(states["heads"][key], states["motion"][key]), key
+    trained = ("nets.motion.to_mouth.", "nets.motion.to_eye.", "nets.motion.headpose_embed.")
+    for prefix in trained:
+        assert any(not torch.equal(states["heads"][k], states["motion"][k])
+                   for k in _frozen_keys(states["heads"], (prefix,))), prefix
+    # expression froze everything of E_mot but the emotion head, and E_app's backbone
+    frozen = _frozen_keys(states["expression"], (
+        "nets.appearance.model.", "nets.motion.model.", "nets.motion.to_mouth.",
+        "nets.motion.to_eye.", "nets.motion.headpose_embed."))
+    for key in frozen:
+        assert torch.equal(states["expression"][key], states["heads"][key]), key
+    for prefix in ("nets.motion.to_emo.", "nets.appearance.conv1x1."):
+        assert any(not torch.equal(states["expression"][k], states["heads"][k])
+                   for k in _frozen_keys(states["expression"], (prefix,))), prefix
+
+
+def test_expression_checkpoint_loads_into_the_inference_model(chain, data_dir):
+    group, _ = chain
+    path = group / "expression" / "checkpoints" / "last.ckpt"
+    nets = build_networks(model_config("tiny"))
+    load_networks(path, nets)  # strict: every inference network, by name
+    state = read_state_dict(path)
+    assert torch.equal(nets.generator.conv1.conv.weight,
+                       state["state_dict"]["nets.generator.conv1.conv.weight"])
+    settings = state["hyper_parameters"]  # the run's resolved config, plain containers
+    assert settings["model"]["name"] == "tiny" and settings["stage"]["name"] == "expression"
+    assert settings["data"]["root"] == str(data_dir / "synthetic")
+    model = TalkingHeadModel.from_config(model_config("tiny"), str(path))
+    face = torch.zeros(1, 3, 64, 64)
+    codes = torch.cat(list(model.encode_motion(face).values()), dim=1)  # pose | eye | emotion
+    motion = torch.cat([model.encode_audio(torch.zeros(1, 1, 80, 20)), codes[:, 12:],
+                        codes[:, 6:12], codes[:, :6]], dim=1)  # mouth | emotion | eye | pose
+    frame = model.render(model.encode_appearance(face), motion)
+    assert frame.shape == (1, 3, 64, 64) and torch.isfinite(frame).all()
+
+
+# --- single stages, configuration ------------------------------------------------------------
+
+def test_identity_stage_trains_the_classifier(tmp_path, data_dir):
+    result = train(compose_train(tmp_path, data_dir, "stage=identity", "run_group=id",
+                                 "trainer.limit_val_batches=0"))
+    assert isinstance(result, float) and math.isfinite(result)  # train/loss/identity
+    run = tmp_path / "outputs" / "train" / "id" / "identity"
+    state = read_state_dict(run / "checkpoints" / "last.ckpt")["state_dict"]
+    assert set(k.split(".")[1] for k in state) == {"appearance"}
+    assert logged_steps(metrics(run), "train/identity/acc") == [0, 1]
+
+
+def test_stage_config_sets_terms_freezing_optimisers_and_eval_mode(tmp_path, data_dir):
+    cfg = compose_train(tmp_path, data_dir, "stage=expression", "stage.init_from=null",
+                        "loss.feature_matching=0")
+    module = build_module(cfg)
+    # weight 0 is not built; VGG (weight 5) is off without a weights file
+    assert set(module.terms) == {"gan", "lip", "decorrelation"}
+    module.train()
+    assert module.frozen == ["appearance.model", "appearance.fc", "motion.model", "motion.to_mouth",
+                             "motion.mouth_embed", "motion.to_headpose",
+                             "motion.headpose_embed", "motion.to_eye", "motion.eye_embed"]
+    assert not module.nets.motion.model.training and not module.nets.appearance.model.training
+    assert module.nets.motion.to_emo.training and module.nets.generator.training
+    assert not module.nets.appearance.model.conv1.weight.requires_grad
+    assert module.nets.appearance.conv1x1.weight.requires_grad
+    (opt_g, opt_d), (sched_g, _) = module.configure_optimizers()
+    assert [(g["name"], g["max_grad_norm"]) for g in opt_g.param_groups] == [
+        ("appearance", None), ("motion", None), ("audio", None), ("generator", 5.0)]
+    assert [(g["name"], g["max_grad_norm"]) for g in opt_d.param_groups] == [
+        ("discriminator", 5.0)]
+    assert isinstance(opt_g, torch.optim.Adam) and opt_g.defaults["betas"] == (0.0, 0.99)
+    assert opt_g.defaults["lr"] == 1e-4 and opt_g.defaults["weight_decay"] == 1e-3
+    assert (sched_g.step_size, sched_g.gamma) == (80000, 0.93)
+    trainable = {p for g in opt_g.param_groups + opt_d.param_groups for p in g["params"]}
+    assert all(p.requires_grad for p in trainable)
+    assert trainable == {p for p in module.parameters() if p.requires_grad}
+
+
+def test_frozen_modules_are_the_outermost_fully_frozen_ones():
+    net = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()),
+                              torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    net[0].requires_grad_(False)
+    net[2].weight.requires_grad_(False)
+    assert frozen_modules(net) == ["0"]  # not "0.0"; the BN has a trainable bias
+    net[2].bias.requires_grad_(False)
+    assert frozen_modules(net) == ["0", "2"]
+
+
+def test_init_from_a_released_weights_folder_reports_shape_mismatches(tmp_path, data_dir):
+    other = model_config("tiny")
+    other.codes.mouth, other.generator.style_dim = 16, 292  # a 16-d mouth code, not 32
+    save_released(tmp_path, build_networks(other))
+    cfg = compose_train(tmp_path, data_dir, "stage=expression", f"stage.init_from={tmp_path}")
+    module = build_module(cfg)
+    report = module.init_report
+    assert {k.split(".")[0] for k in report["missing"]} == {"discriminator"}
+    assert report["unexpected"] == []
+    assert {"audio.mouth_embed.1.weight", "motion.mouth_embed.1.weight",
+            "generator.conv1.conv.modulation.weight"} <= set(report["mismatched"])
+    released = read_state_dict(tmp_path / "motion_model.pth")
+    assert torch.equal(module.nets.motion.model.conv1.weight, released["model.conv1.weight"])
+    assert not torch.equal(module.nets.motion.mouth_embed[1].bias[:16],
+                           released["mouth_embed.1.bias"])  # kept its own initialisation
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["stage=heads", "run_group=none"], "stage.init_from: .*none/motion/checkpoints/last.ckpt "
+                                        "not found"),
+    (["stage.freeze=[motion.nope.*]"], "stage.freeze: 'motion.nope.\\*' matches no parameter"),
+    (["loss.vgg_weights=/missing/vgg19.pth"], "/missing/vgg19.pth: VGG19 weights not found"),
+    (["stage.networks=[appearance,motoin]"], "unknown network 'motoin'"),
+    (["stage.networks=[appearance,motion,generator0]", "stage.clip={}"],
+     "loss.gan needs discriminator in stage.networks"),
+    (["loss.gan=0", "loss.feature_matching=0", "loss.motion=0"],
+     "stage motion: no loss term has a positive weight"),
+])
+def test_bad_stage_settings_are_one_line_errors(tmp_path, data_dir, overrides, message):
+    with pytest.raises(PdfgcError, match=message):
+        build_module(compose_train(tmp_path, data_dir, *overrides))
+
+
+def test_configs_for_scale_logging_and_clusters(tmp_path, data_dir, monkeypatch):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        cfg = compose("train", overrides=["experiment=voxceleb2", "stage=heads",
+                                          "logger=wandb"])
+    assert cfg.trainer.max_steps == 150000 and cfg.model.name == "official"
+    assert cfg.trainer.strategy.find_unused_parameters and cfg.stage.sync_batchnorm
+    assert cfg.loss.vgg_weights.endswith("weights/vgg19-dcbb9e9d.pth")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert cfg.logger.wandb.offline is True
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert cfg.logger.wandb.offline is False
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        cfg = compose("train", overrides=["experiment=voxceleb2", "hydra/launcher=slurm"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 1)
+
+
+def test_tensorboard_and_offline_wandb_get_scalars_and_images(tmp_path, data_dir,
+                                                             monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    train(compose_train(tmp_path, data_dir, "stage=motion", "run_group=loggers",
+                        "logger=[tensorboard,wandb]", "trainer.max_steps=1",
+                        "trainer.val_check_interval=1", "callbacks.image_logger.every_n_steps=1"))
+    run = tmp_path / "outputs" / "train" / "loggers" / "motion"
+    events = EventAccumulator(str(next((run / "tensorboard").rglob("events.out.*")))).Reload()
+    assert "train/image/reconstruction" in events.Tags()["images"]
+    assert {"train/loss/total", "val/loss/total", "train/lr/generator0"} <= set(
+        events.Tags()["scalars"])
+    offline = next((run / "wandb").glob("offline-run-*"))
+    assert list((offline / "files" / "media" / "images" / "train" / "image").glob("*.png"))
+
+
+def test_mixed_precision_training_step(tmp_path, data_dir):
+    result = train(compose_train(tmp_path, data_dir, "stage=expression", "stage.init_from=null",
+                                 "trainer.precision=bf16-mixed", "trainer.max_steps=1",
+                                 "trainer.val_check_interval=1"))
+    assert math.isfinite(result)
+
+
+# --- resume, atomic checkpoints ----------------------------------------------------------------
+
+def test_resume_continues_at_the_same_global_step(tmp_path, data_dir):
+    base = ["stage=motion", "run_group=resume", "stage.gan_start=3"]
+    run = tmp_path / "outputs" / "train" / "resume" / "motion"
+    train(compose_train(tmp_path, data_dir, *base))
+    second = run / "checkpoints" / "motion-2.ckpt"
+    before = second.read_bytes()
+    train(compose_train(tmp_path, data_dir, *base, "trainer.max_steps=4", "ckpt_path=last",
+                        "trainer.val_check_interval=4"))
+    assert checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert logged_steps(metrics(run, 0), "train/loss/total") == [0, 1]
+    assert logged_steps(metrics(run, 1), "train/loss/total") == [2, 3]  # from step 2 on
+    assert second.read_bytes() == before
+    # the discriminator starts at step 3: before it, no D step and no adversarial terms
+    assert not logged_steps(metrics(run, 0), "train/loss/gan_d")
+    assert logged_steps(metrics(run, 1), "train/loss/gan_d") == [3]
+    assert logged_steps(metrics(run, 1), "train/loss/feature_matching") == [3]
+    # resume=true (default): a run folder with a last.ckpt continues without ckpt_path
+    train(compose_train(tmp_path, data_dir, *base, "trainer.max_steps=5",
+                        "trainer.val_check_interval=5"))
+    assert checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 5
+    assert logged_steps(metrics(run, 2), "train/loss/total") == [4]
+
+
+KILLED_WRITE = """
+import os, signal, sys, torch
+from pdfgc.stages.callbacks import AtomicCheckpointIO
+
+def half_then_kill(obj, f, *args, **kwargs):
+    with open(f, "wb") as out:
+        out.write(b"PK\\x03\\x04 half a checkpoint")
+        out.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = half_then_kill
+AtomicCheckpointIO().save_checkpoint({"global_step": 2}, sys.argv[1])
+"""
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"global_step": 1, "state_dict": {}}, path)
+    result = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(path)], timeout=120)
+    assert result.returncode == -9
+    assert checkpoint(path)["global_step"] == 1
+    assert [p.name for p in path.parent.iterdir() if p.name != "last.ckpt"] != []  # temp
+
+
+def test_a_run_killed_with_sigkill_resumes_at_its_last_checkpoint(tmp_path, data_dir):
+    overrides = ["stage=motion", "run_group=killed", "trainer.limit_val_batches=0",
+                 "callbacks.image_logger.every_n_steps=0"]
+    last = tmp_path / "outputs" / "train" / "killed" / "motion" / "checkpoints" / "last.ckpt"
+    process = subprocess.Popen(**cli_command(tmp_path, data_dir, *overrides,
+                                             "trainer.max_steps=1000"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (last.is_file() and checkpoint(last)["global_step"] >= 3):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        process.kill()  # SIGKILL, possibly in the middle of a checkpoint write
+        process.wait()
+    step = checkpoint(last)["global_step"]
+    result = cli(tmp_path, data_dir, *overrides, f"trainer.max_steps={step + 2}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert checkpoint(last)["global_step"] == step + 2
+    assert logged_steps(metrics(last.parents[1], 1), "train/loss/total") == [step, step + 1]
+
+
+# --- processes: DDP, sweeps, experiments ---------------------------------------------------
+
+def test_ddp_with_two_processes_on_cpu(tmp_path, data_dir):
+    result = cli(tmp_path, data_dir, "stage=expression", "stage.init_from=null", "trainer=ddp",
+                 "trainer.accelerator=cpu", "trainer.devices=2", "trainer.benchmark=false",
+                 "run_group=ddp")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "outputs" / "train" / "ddp" / "expression"
+    assert checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
+    assert "distributed_backend=gloo" in result.stderr + result.stdout
+    assert "All distributed processes registered. Starting with 2 processes" in (
+        result.stderr + result.stdout)
+
+
+def test_a_failing_job_does_not_end_the_sweep(tmp_path, data_dir):
+    missing = tmp_path / "missing.ckpt"
+    result = cli(tmp_path, data_dir, "stage=motion", "run_group=sweep",
+                 f"stage.init_from={missing},null", "trainer.max_steps=1",
+                 "trainer.val_check_interval=1", "callbacks.image_logger.every_n_steps=0",
+                 multirun=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = tmp_path / "multirun" / "train" / "sweep"
+    assert "job failed" in (sweep / "0" / "train.log").read_text()
+    assert str(missing) in (sweep / "0" / "train.log").read_text()
+    assert checkpoint(sweep / "1" / "checkpoints" / "last.ckpt")["global_step"] == 1
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_chains_its_stages_in_a_multirun(tmp_path, data_dir, experiment):
+    result = cli(tmp_path, data_dir, f"experiment={experiment}", f"stage={','.join(CHAIN)}",
+                 "trainer.max_steps=1", "trainer.val_check_interval=1",
+                 "callbacks.image_logger.every_n_steps=0", "data=synthetic", "model=tiny",
+                 "trainer=cpu", "++loss.vgg_weights=null", "data.batch_size=4",
+                 "data.num_workers=0", multirun=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    group = tmp_path / "outputs" / "train" / experiment
+    for stage in CHAIN:
+        assert checkpoint(group / stage / "checkpoints" / "last.ckpt")["global_step"] == 1
+        assert "job failed" not in (group / stage / "train.log").read_text()
