@@ -1,0 +1,68 @@
+"""PSNR and SSIM between self-reconstructions and the real target frames.
+
+Both on images scaled to [0, 1]. PSNR is the mean of per-image ``10 log10(1 / MSE)``; an
+image reconstructed exactly has infinite PSNR, and so then has the mean (written ``Infinity``
+in the JSON lines). SSIM is torchmetrics' (11x11 Gaussian window, sigma 1.5), per image, then
+averaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+from pdfgc.metrics.registry import Metric, MetricContext, MetricResult, RunningMean, register
+from pdfgc.metrics.render import FrameBatch
+
+
+def unit_range(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images -> [0, 1], clamped."""
+    return ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def psnr(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (B,) in dB of [-1, 1] images; inf where they are identical."""
+    mse = (unit_range(fake) - unit_range(real)).pow(2).flatten(1).mean(1)
+    return 10.0 * torch.log10(1.0 / mse)
+
+
+def ssim(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM (B,) of [-1, 1] images."""
+    return structural_similarity_index_measure(unit_range(fake), unit_range(real),
+                                               data_range=1.0, reduction="none")
+
+
+class _ImageScore(Metric):
+    """``<name>/self``: the mean of a per-image score of self-reconstructions vs targets."""
+
+    stream = "frames"
+    score: ClassVar[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
+
+    def __init__(self, ctx: MetricContext):
+        super().__init__(ctx)
+        self.mean = RunningMean()
+
+    def update(self, batch: FrameBatch) -> None:
+        self.mean.add(self.score(batch.fake, batch.data["target"]))
+
+    def compute(self) -> MetricResult:
+        return MetricResult({f"{self.name}/self": self.mean.value})
+
+
+@register
+class PSNR(_ImageScore):
+    """``psnr/self``: mean PSNR (dB) of self-reconstructions."""
+
+    name = "psnr"
+    score = staticmethod(psnr)
+
+
+@register
+class SSIM(_ImageScore):
+    """``ssim/self``: mean SSIM of self-reconstructions."""
+
+    name = "ssim"
+    score = staticmethod(ssim)

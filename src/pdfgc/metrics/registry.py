@@ -1,0 +1,187 @@
+"""The metric registry: one class per metric, looked up by name.
+
+A metric reads one stream of rendered test samples (see :mod:`pdfgc.metrics.render`):
+
+* ``frames``: batches of the DataModule's test (or val) loader, each target frame rendered
+  from its source frame's appearance and its own codes (:class:`FrameBatch`);
+* ``clips``: whole test clips rendered the way ``infer.py`` renders a video
+  (:class:`ClipSample`).
+
+``update`` is called once per batch or clip, ``compute`` once at the end; it returns headline
+figures (``results``, keyed ``<metric>/<name>``, shown in tables) and larger ``details``
+(matrices, per-factor figures) that only go to the JSON lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from pdfgc.errors import PdfgcError
+
+log = logging.getLogger(__name__)
+
+STREAMS = ("frames", "clips")
+METRIC_MODULES = ("control", "disentanglement", "fid", "identity", "landmarks", "lpips",
+                  "oracle", "own_sync", "psnr_ssim", "syncnet")
+
+
+class MetricUnavailable(PdfgcError):
+    """A metric cannot run here: its outside weights are missing, or the data lacks what it
+    measures (true factors). ``skip_unavailable`` turns it into a warning."""
+
+
+@dataclass
+class MetricContext:
+    """What every metric may need to know about the evaluation it is part of."""
+
+    device: torch.device
+    output_dir: Path                 # the evaluation run's folder (figures go here)
+    cache_dir: Path                  # cached statistics and the oracle
+    data_key: str                    # hash of the data settings (names cached real statistics)
+    factor_names: tuple[str, ...] = ()   # the true factors (synthetic data), () for real data
+    data_root: Path | None = None    # the dataset folder (the oracle trains on its train split)
+    crop: bool = True                # whether the data applies the released crop rule
+    weights: Mapping[str, str | None] = field(default_factory=dict)  # outside weight files
+    progress: bool = False
+
+
+@dataclass
+class MetricResult:
+    """Headline figures (``results``), JSON-able ``details`` and an optional text ``report``
+    printed after the summary table (a matrix, say)."""
+
+    results: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+    report: str = ""
+
+
+class Metric(ABC):
+    """One metric: accumulates over a stream, then computes its figures once."""
+
+    name: ClassVar[str]
+    stream: ClassVar[str]           # "frames" or "clips"
+    needs_factors: ClassVar[bool] = False
+
+    def __init__(self, ctx: MetricContext):
+        if self.needs_factors and not ctx.factor_names:
+            raise MetricUnavailable(f"metric {self.name} needs data with true factors "
+                                    "(data=synthetic)")
+        self.ctx = ctx
+
+    @abstractmethod
+    def update(self, sample: Any) -> None:
+        """Accumulate one :class:`FrameBatch` or :class:`ClipSample` (see ``stream``)."""
+
+    @abstractmethod
+    def compute(self) -> MetricResult:
+        """The figures over everything seen."""
+
+
+METRICS: dict[str, type[Metric]] = {}
+
+
+def register(cls: type[Metric]) -> type[Metric]:
+    """Class decorator adding a metric to the registry under its ``name``."""
+    if cls.stream not in STREAMS:
+        raise ValueError(f"{cls.__name__}.stream must be one of {STREAMS}")
+    METRICS[cls.name] = cls
+    return cls
+
+
+def _import_all() -> None:
+    for module in METRIC_MODULES:
+        importlib.import_module(f"pdfgc.metrics.{module}")
+
+
+def list_metrics() -> list[str]:
+    """Names of every metric, sorted."""
+    _import_all()
+    return sorted(METRICS)
+
+
+def metric_class(name: str) -> type[Metric]:
+    """The metric registered as ``name``; a one-line error listing the known ones."""
+    _import_all()
+    if name not in METRICS:
+        raise PdfgcError(f"unknown metric {name!r}; known: {', '.join(list_metrics())}")
+    return METRICS[name]
+
+
+def build_metrics(names: Iterable[str], ctx: MetricContext,
+                  options: Mapping[str, Mapping[str, Any]] | None = None,
+                  skip_unavailable: bool = False) -> tuple[list[Metric], dict[str, str]]:
+    """Instantiate the named metrics with their ``options``.
+
+    Returns the metrics and, with ``skip_unavailable``, the skipped ones with the reason
+    (otherwise a :class:`MetricUnavailable` propagates).
+    """
+    names = list(names)
+    classes = [metric_class(name) for name in names]  # every name checked before any work
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise PdfgcError(f"options given for metrics not evaluated: {', '.join(unknown)}")
+    metrics, skipped = [], {}
+    for cls in classes:
+        try:
+            metrics.append(cls(ctx, **dict(options.get(cls.name) or {})))
+        except MetricUnavailable as err:
+            if not skip_unavailable:
+                raise
+            skipped[cls.name] = str(err)
+            log.warning("skipping metric %s: %s", cls.name, err)
+        except TypeError as err:
+            raise PdfgcError(f"bad options for metric {cls.name}: {err}") from None
+    return metrics, skipped
+
+
+def weights_file(ctx: MetricContext, key: str, what: str, source: str) -> Path:
+    """The local weight file ``ctx.weights[key]``; :class:`MetricUnavailable` naming the
+    file (``what``) and where to get it (``source``) when it is not set or not there."""
+    path = ctx.weights.get(key)
+    if not path:
+        raise MetricUnavailable(f"weights.{key} is not set: it must point to {what} "
+                                f"({source})")
+    if not Path(path).is_file():
+        raise MetricUnavailable(f"{path}: {what} not found ({source}); set weights.{key}=")
+    return Path(path)
+
+
+def digest(settings: Any) -> str:
+    """A short stable hash of JSON-able settings (names cache files)."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+class RunningMean:
+    """Mean of values added batch by batch, ignoring NaN; NaN when nothing was added.
+
+    ``count`` counts the values used, ``updates`` the calls to ``add`` (NaN ones included).
+    """
+
+    def __init__(self) -> None:
+        self.total, self.count, self.updates = 0.0, 0, 0
+
+    def add(self, values: torch.Tensor | np.ndarray | float) -> None:
+        if isinstance(values, torch.Tensor):
+            values = values.detach().double().cpu().numpy()
+        values = np.asarray(values, dtype=np.float64).ravel()
+        values = values[~np.isnan(values)]
+        self.updates += 1
+        self.total += float(values.sum())
+        self.count += values.size
+
+    @property
+    def value(self) -> float:
+        return self.total / self.count if self.count else float("nan")

@@ -1,0 +1,450 @@
+"""Evaluation metrics on inputs with known answers, and ``evaluate.py`` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from torch import nn
+
+from pdfgc.data.synthetic import FACTOR_NAMES, generate_dataset, make_identity, render_frame
+from pdfgc.errors import PdfgcError
+from pdfgc.evaluate import run
+from pdfgc.features import prepare_image
+from pdfgc.inference.model import TalkingHeadModel
+from pdfgc.metrics import tabulate
+from pdfgc.metrics.disentanglement import CODE_GROUPS, Disentanglement, fit_ridge, probe_r2
+from pdfgc.metrics.fid import FID, InceptionFeatures, resize_bilinear_tf1
+from pdfgc.metrics.identity import DlibEmbedder, cosine
+from pdfgc.metrics.landmarks import MOUTH, detect_landmarks, detection_images, landmark_distance
+from pdfgc.metrics.lpips import LPIPS
+from pdfgc.metrics.oracle import OracleControl, random_frames, train_oracle
+from pdfgc.metrics.psnr_ssim import PSNR, SSIM
+from pdfgc.metrics.registry import (
+    MetricContext,
+    MetricUnavailable,
+    build_metrics,
+    list_metrics,
+    metric_class,
+)
+from pdfgc.metrics.render import EvalRenderer, partner_indices
+from pdfgc.metrics.syncnet import SyncNet, SyncNetScorer, load_syncnet, mfcc, sync_score
+from pdfgc.networks import build_networks
+from pdfgc.networks.checkpoints import atomic_save, save_released
+from pdfgc.samples import portrait
+
+from conftest import model_config
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL_METRICS = ["blink", "csim", "disentanglement", "fid", "lmd", "lpips", "lse", "oracle",
+               "own_sync", "pose", "psnr", "ssim"]
+DATA = {"num_identities": 4, "clips_per_identity": 2, "seconds": 1.0, "image_size": 64,
+        "val_identities": 1, "test_identities": 2, "seed": 0}
+
+
+def context(tmp_path: Path, **kw) -> MetricContext:
+    return MetricContext(device=torch.device("cpu"), output_dir=tmp_path,
+                         cache_dir=tmp_path / "cache", data_key="test", **kw)
+
+
+class StubBatch:
+    """The parts of a FrameBatch the image metrics read."""
+
+    def __init__(self, target, fake, source=None, cross=None, cross_source=None, **data):
+        self.data = {"target": target, "source": target if source is None else source, **data}
+        self.fake, self.cross, self.cross_source = fake, cross, cross_source
+        self.cache: dict = {}
+
+    def images(self, key):
+        return getattr(self, key) if key in ("fake", "cross", "cross_source") else self.data[key]
+
+
+def smooth_images(n: int, seed: int = 0, size: int = 32) -> torch.Tensor:
+    """(n, 3, size, size) in [-1, 1]: random low-frequency patterns."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 4, 4, generator=g) * 2 - 1
+    return nn.functional.interpolate(coarse, size=(size, size), mode="bilinear",
+                                     align_corners=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """These small networks run fastest on one thread, and far slower on two when the two
+    cores are shared with other work (thread oversubscription)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_dataset(root, workers=1, **DATA)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    save_released(folder, build_networks(model_config("tiny")))
+    return folder
+
+
+# ----------------------------------------------------------------------------- registry
+
+def test_registry_lists_every_metric_and_rejects_unknown_names(tmp_path):
+    assert list_metrics() == ALL_METRICS
+    with pytest.raises(PdfgcError) as err:
+        metric_class("fdi")
+    assert "unknown metric 'fdi'" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(PdfgcError, match="unknown metric"):
+        build_metrics(["psnr", "nope"], context(tmp_path))
+
+
+def test_unavailable_metrics_fail_clearly_or_are_skipped(tmp_path):
+    ctx = context(tmp_path, weights={"inception": str(tmp_path / "missing.pth")})
+    with pytest.raises(MetricUnavailable) as err:
+        build_metrics(["fid"], ctx)
+    assert "missing.pth" in str(err.value) and "\n" not in str(err.value)
+    metrics, skipped = build_metrics(["psnr", "fid", "oracle"], ctx, skip_unavailable=True)
+    assert [m.name for m in metrics] == ["psnr"]
+    assert "missing.pth" in skipped["fid"] and "data=synthetic" in skipped["oracle"]
+
+
+# ----------------------------------------------------------------------------- image quality
+
+def test_identical_images_score_perfectly_and_different_ones_worse(tmp_path):
+    real = smooth_images(6, size=64)
+    other = smooth_images(6, seed=1, size=64)
+    scores = {}
+    for name, fake in (("same", real.clone()), ("other", other)):
+        metrics = [PSNR(context(tmp_path)), SSIM(context(tmp_path)), LPIPS(context(tmp_path))]
+        for metric in metrics:
+            metric.update(StubBatch(real, fake))
+        scores[name] = {k: v for m in metrics for k, v in m.compute().results.items()}
+    assert scores["same"]["psnr/self"] == float("inf")
+    assert scores["same"]["ssim/self"] == pytest.approx(1.0, abs=1e-5)
+    assert scores["same"]["lpips/self"] == pytest.approx(0.0, abs=1e-6)
+    assert np.isfinite(scores["other"]["psnr/self"]) and scores["other"]["psnr/self"] < 20
+    assert scores["other"]["ssim/self"] < 0.9
+    assert scores["other"]["lpips/self"] > 0.01
+
+
+class TinyFeatures(nn.Module):
+    """A small fixed feature network in place of Inception (uint8 in, 8 features out)."""
+
+    num_features = 8
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 8, 5)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.conv(images.float() / 127.5 - 1)).mean(dim=(2, 3))
+
+
+def test_fid_is_zero_for_the_same_images_and_caches_real_statistics(tmp_path):
+    real = smooth_images(64)
+    same = FID(context(tmp_path), feature=TinyFeatures())
+    same.update(StubBatch(real, real.clone(), cross=(real * 0.5 + 0.4).clamp(-1, 1)))
+    results = same.compute().results
+    assert results["fid/self"] == pytest.approx(0.0, abs=1e-3)
+    assert results["fid/cross"] > 100 * max(results["fid/self"], 1e-6)
+    assert len(list((tmp_path / "cache").glob("fid-real-test-*.pt"))) == 1
+
+    cached = FID(context(tmp_path), feature=TinyFeatures())
+    assert cached.cached
+    cached.update(StubBatch(torch.zeros_like(real), real.clone()))  # real images unused now
+    assert cached.compute().results["fid/self"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_inception_loads_its_layout_from_a_local_file_or_names_the_missing_one(tmp_path):
+    path = tmp_path / "inception.pth"
+    torch.save(InceptionFeatures(None).net.state_dict(), path)
+    features = InceptionFeatures(path)
+    out = features(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8))
+    assert out.shape == (2, 2048) and torch.isfinite(out).all()
+    ctx = context(tmp_path, weights={"inception": str(tmp_path / "none.pth")})
+    with pytest.raises(MetricUnavailable, match="none.pth: the FID Inception weights not found"):
+        FID(ctx)
+
+
+def test_tf1_bilinear_resize_samples_without_half_pixel_shift():
+    x = torch.tensor([[[[0.0, 10.0]]]])  # (1, 1, 1, 2)
+    out = resize_bilinear_tf1(x.expand(1, 1, 2, 2), 4)
+    assert out[0, 0, 0].tolist() == [0.0, 5.0, 10.0, 10.0]
+
+
+# ----------------------------------------------------------------------------- lip sync
+
+def test_offset_search_recovers_a_known_shift():
+    g = torch.Generator().manual_seed(0)
+    video = torch.randn(80, 32, generator=g)
+    for shift in (-4, 0, 3, 15):
+        audio = torch.roll(video, -shift, dims=0)  # audio[j] = video[j + shift]
+        audio[len(audio) - max(shift, 0):] = torch.randn(max(shift, 0), 32, generator=g)
+        audio[:max(-shift, 0)] = torch.randn(max(-shift, 0), 32, generator=g)
+        score = sync_score(video, audio)
+        assert score.offset == shift
+        assert score.confidence > 1.0 and score.distance < 2.0
+
+
+def test_syncnet_runs_on_clips_and_loads_syncnet_python_state_dicts(tmp_path):
+    torch.manual_seed(0)
+    net = SyncNet()
+    state = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "syncnet_v2.model")  # as syncnet_python's file: no counters
+    loaded = load_syncnet(tmp_path / "syncnet_v2.model")
+    assert torch.equal(loaded.netfclip[3].weight, net.netfclip[3].weight)
+    scorer = SyncNetScorer(loaded, torch.device("cpu"), batch=4)
+    frames = (np.random.default_rng(0).random((11, 224, 224, 3)) * 255).astype(np.uint8)
+    samples = np.random.default_rng(1).standard_normal(11 * 640).astype(np.float32) * 0.1
+    count = scorer.windows(len(frames), len(samples))
+    assert count == 6
+    video = scorer.video_features(frames, count)
+    audio = scorer.audio_features(samples, count)
+    assert video.shape == audio.shape == (6, 1024)
+    score = sync_score(video, audio)
+    assert -15 <= score.offset <= 15 and score.confidence >= 0
+    with pytest.raises(PdfgcError, match="checkpoint file not found"):
+        load_syncnet(tmp_path / "absent.model")
+
+
+def test_mfcc_rates_and_energy_coefficient():
+    rng = np.random.default_rng(0)
+    samples = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    coefficients = mfcc(samples)
+    assert coefficients.shape == (99, 13)  # 1 + ceil((16000 - 400) / 160) frames
+    louder = mfcc(2 * samples)  # c0 is the log energy: + log 4; the rest are scale-free
+    np.testing.assert_allclose(louder[:, 0] - coefficients[:, 0], np.log(4.0), atol=1e-9)
+    np.testing.assert_allclose(louder[:, 1:], coefficients[:, 1:], atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- probes
+
+def test_a_perfect_probe_scores_one_and_a_shuffled_one_about_zero():
+    rng = np.random.default_rng(0)
+    factors = rng.standard_normal((600, 5))
+    codes = factors @ rng.standard_normal((5, 24)) + 0.01 * rng.standard_normal((600, 24))
+    fit, test = slice(0, 300), slice(300, 600)
+    perfect = probe_r2(codes[fit], factors[fit], codes[test], factors[test])
+    assert perfect.min() > 0.99
+    shuffled = rng.permutation(300)
+    chance = probe_r2(codes[fit][shuffled], factors[fit], codes[test], factors[test])
+    assert abs(chance.mean()) < 0.05 and np.abs(chance).max() < 0.25
+    probe = fit_ridge(codes[fit], factors[fit])
+    assert probe.coef.shape == (24, 5)
+
+
+def test_disentanglement_matrix_and_heatmap(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 160
+    factors = rng.uniform(-1, 1, (n, len(FACTOR_NAMES)))
+    columns = {name: [FACTOR_NAMES.index(f) for f in group] for name, group in
+               {"lip": ("mouth_open", "mouth_round"), "pose": ("yaw", "pitch", "roll")}.items()}
+    codes = {name: rng.standard_normal((n, 6)) for name in CODE_GROUPS}  # noise ...
+    for name, cols in columns.items():  # ... but lip and pose read their own factors
+        codes[name] = factors[:, cols] @ rng.standard_normal((len(cols), 6))
+    metric = Disentanglement(context(tmp_path, factor_names=FACTOR_NAMES))
+    for start in range(0, n, 40):
+        part = slice(start, start + 40)
+        batch = StubBatch(torch.zeros(1), None, factors=torch.from_numpy(factors[part]),
+                          clip=torch.arange(start, start + 40) // 4)
+        batch.probe_codes = {k: torch.from_numpy(v[part]) for k, v in codes.items()}
+        metric.update(batch)
+    out = metric.compute()
+    assert out.results["probe/lip/own"] > 0.9 and out.results["probe/lip/leak"] < 0.2
+    assert out.results["probe/eye/own"] < 0.2 and out.results["probe/appearance/mean"] < 0.1
+    r2 = np.array(out.details["probe/r2"])
+    assert r2.shape == (len(CODE_GROUPS), len(FACTOR_NAMES))
+    assert r2[list(CODE_GROUPS).index("pose"), FACTOR_NAMES.index("yaw")] > 0.95
+    image = cv2.imread(str(tmp_path / "disentanglement.png"))
+    assert image is not None and image.shape[0] > 100
+    assert "mouth_open" in out.report
+
+
+# ----------------------------------------------------------------------------- oracle
+
+@pytest.fixture(scope="module")
+def oracle_setup():
+    """A briefly trained small oracle, and held-out frames of its identities."""
+    identities = [make_identity(i) for i in range(6)]
+    images, factors = random_frames(identities, 900, 64, crop=True, size=32, seed=0)
+    oracle = train_oracle(images, factors, FACTOR_NAMES, steps=250, batch_size=32, lr=3e-3,
+                          width=16)
+    held_images, held_factors = random_frames(identities, 96, 64, crop=True, size=64, seed=1)
+    return oracle, held_images.float(), held_factors
+
+
+def test_the_oracle_reads_factors_better_than_chance(oracle_setup):
+    oracle, images, factors = oracle_setup
+    assert oracle.r2[FACTOR_NAMES.index("yaw")] > 0.5  # measured on its held-out frames
+    with torch.no_grad():
+        error = ((oracle(images) - factors).abs() / oracle.range).mean(0)
+    chance = ((oracle.mean - factors).abs() / oracle.range).mean(0)
+    for name in ("yaw", "pitch", "roll", "tx"):
+        i = FACTOR_NAMES.index(name)
+        assert error[i] < 0.75 * chance[i], name
+    assert error.mean() < chance.mean()
+
+
+def test_a_random_generator_scores_worse_than_ground_truth_on_the_oracle(oracle_setup, tmp_path):
+    oracle, images, factors = oracle_setup
+    torch.manual_seed(0)
+    model = TalkingHeadModel(build_networks(model_config("tiny")))
+    metric = OracleControl(context(tmp_path, factor_names=FACTOR_NAMES), oracle=oracle)
+    renderer = EvalRenderer(model, chunk=16)
+    g = torch.Generator().manual_seed(0)
+    for part in (slice(0, 8), slice(8, 16)):
+        target = images[part]
+        data = {"target": target, "source": target.flip(0), "factors": factors[part],
+                "window": target[:, None].expand(-1, 3, -1, -1, -1),
+                "window_mel": torch.rand(8, 3, 1, 80, 20, generator=g),
+                "identity": torch.arange(8)}
+        metric.update(renderer.frame_batch(data))
+    out = metric.compute()
+    results = out.results
+    assert results["oracle/real_error"] < results["oracle/recon_error"]
+    assert results["oracle/real_error"] < results["oracle/chance_error"]
+    assert "yaw" not in out.details["oracle/unreliable"]  # figures use factors read well
+    assert np.isfinite(results["control/pose/error"])
+    assert results["control/mouth/leakage"] >= 0  # how far the (reliable) pose factors moved
+
+
+def test_partners_are_of_another_identity_when_there_is_one():
+    assert partner_indices(torch.tensor([0, 0, 1, 1])).tolist() == [2, 2, 0, 0]
+    assert partner_indices(torch.tensor([5, 5, 5])).tolist() == [1, 2, 0]
+
+
+# ----------------------------------------------------------------------------- identity, LMD
+
+def test_csim_of_a_face_with_itself_is_one_and_with_another_face_lower():
+    photo = portrait()
+    cartoon, _ = render_frame(make_identity(3), None, 224)
+    brighter = np.clip(photo.astype(np.int16) + 25, 0, 255).astype(np.uint8)
+    images = torch.from_numpy(np.stack([prepare_image(p, 224, crop=False)
+                                        for p in (photo, brighter, cartoon)]))
+    faces = detection_images(images)
+    marks = detect_landmarks(faces)
+    assert np.isfinite(marks[0]).all()
+    embeddings = DlibEmbedder().embed(faces, marks)
+    same, bright, other = cosine(embeddings[[0, 0, 0]], embeddings)
+    assert same == pytest.approx(1.0, abs=1e-6)
+    assert bright > 0.95
+    assert other < bright - 0.05
+
+
+def test_landmark_distances():
+    rng = np.random.default_rng(0)
+    marks = rng.uniform(0, 224, (5, 68, 2))
+    np.testing.assert_array_equal(landmark_distance(marks, marks.copy()), 0.0)
+    moved = marks.copy()
+    moved[:, MOUTH] += [3.0, 4.0]
+    assert landmark_distance(moved, marks, MOUTH) == pytest.approx([5.0] * 5)
+    assert landmark_distance(moved, marks) == pytest.approx([5.0 * 20 / 68] * 5)
+    moved[2] = np.nan
+    assert np.isnan(landmark_distance(moved, marks)[2])
+
+
+# ----------------------------------------------------------------------------- evaluate.py
+
+def evaluate_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("evaluate", overrides=list(overrides))
+
+
+def test_evaluate_recovers_the_data_settings_saved_with_a_checkpoint(tiny_data, tmp_path):
+    torch.manual_seed(0)
+    nets = build_networks(model_config("tiny"))
+    run_dir = tmp_path / "train_run"
+    state = {f"nets.{name}.{k}": v for name, net in nets.items()
+             for k, v in net.state_dict().items()}
+    atomic_save({"state_dict": state}, run_dir / "checkpoints" / "last.ckpt")
+    trained = evaluate_config("model=tiny", "data=synthetic", f"data.root={tiny_data}",
+                              "data.generate=null")
+    OmegaConf.save({"model": trained.model, "data": trained.data}, run_dir / "config.yaml",
+                   resolve=True)
+    cfg = evaluate_config(f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}",  # model official,
+                          "eval.metrics=[psnr,ssim]", "batch_size=4", "max_batches=1",
+                          "num_workers=0", "progress=false", f"paths.root_dir={tmp_path}",
+                          f"paths.output_dir={tmp_path / 'eval'}")  # no data=: both saved
+    record = run(cfg)
+    assert record["data"] == str(tiny_data) and record["model"] == "tiny"
+    assert record["frames"] == 4 and set(record["results"]) == {"psnr/self", "ssim/self"}
+    lines = (tmp_path / "eval" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["results"] == pytest.approx(record["results"])
+
+
+def test_evaluate_needs_data_settings_for_released_weights(tiny_weights, tmp_path):
+    cfg = evaluate_config(f"ckpt={tiny_weights}", "model=tiny",
+                          f"paths.output_dir={tmp_path}")
+    with pytest.raises(PdfgcError) as err:
+        run(cfg)
+    assert "no data settings" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_evaluate_py_end_to_end_on_released_tiny_weights(tiny_data, tiny_weights, tmp_path):
+    out = tmp_path / "eval"
+    command = [sys.executable, str(ROOT / "evaluate.py"), f"ckpt={tiny_weights}", "model=tiny",
+               "data=synthetic", f"data.root={tiny_data}", "data.generate=null",
+               "data.emotion_window=3", "eval=offline", "eval.options.oracle.frames=200",
+               "eval.options.oracle.steps=10", "batch_size=4", "max_batches=2", "max_clips=2",
+               "clip_frames=8", "num_workers=0", "progress=false", f"paths.root_dir={tmp_path}",
+               f"hydra.run.dir={out}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see single_thread
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["frames"] == 8 and record["clips"] == 2 and record["skipped"] == {}
+    for key in ("psnr/self", "ssim/self", "lpips/self", "csim/self", "csim/cross",
+                "own_sync/c", "own_sync/c_real", "probe/pose/own", "oracle/real_error",
+                "control/pose/leakage", "lmd/detected", "pose/error_deg", "blink/corr"):
+        assert key in record["results"], key
+    assert cv2.imread(str(out / "disentanglement.png")) is not None
+    assert (out / "config.yaml").is_file()
+    assert list((tmp_path / "data" / ".cache").glob("oracle-*.pt"))
+    assert "probe/pose/own" in done.stdout and "held-out R²" in done.stdout
+
+    bad = subprocess.run([*command[:2], f"ckpt={tiny_weights}", "model=tiny", "data=synthetic",
+                          f"data.root={tiny_data}", "data.generate=null", "eval.metrics=[fdi]",
+                          f"hydra.run.dir={tmp_path / 'bad'}"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
+        "error: unknown metric 'fdi'")
+
+
+# ----------------------------------------------------------------------------- tabulate
+
+def test_tabulate_prints_runs_side_by_side(tmp_path, capsys):
+    for name, fid in (("a", 12.5), ("b", 9.25)):
+        (tmp_path / name).mkdir()
+        lines = [{"results": {"fid/self": 99.0}},
+                 {"results": {"fid/self": fid, "psnr/self": float("inf"),
+                              "lmd/mouth": float("nan")}}]
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n"
+                                                               for r in lines))
+    tabulate.main([str(tmp_path / "a"), str(tmp_path / "b" / "metrics.jsonl")])
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].split() == ["metric", "a", "b"]
+    assert rows[2].split() == ["fid/self", "12.5", "9.25"]
+    assert rows[3].split() == ["psnr/self", "inf", "inf"] and rows[4].split()[1] == "-"
+    tabulate.main(["--all", "--metrics", "fid", "--markdown", str(tmp_path / "a")])
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].replace(" ", "") == "|metric|a#0|a#1|" and len(rows) == 3
+    with pytest.raises(SystemExit) as exit_info:
+        tabulate.main([str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+    assert "no evaluation results here" in capsys.readouterr().err
