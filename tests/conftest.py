@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from pdfgc.samples import make_sample
@@ -22,3 +23,13 @@ def model_config(name: str):
 def sample_dir(tmp_path_factory) -> Path:
     """portrait.png, speech.wav, driver.mp4 and tiny random weights (released layout)."""
     return make_sample(tmp_path_factory.mktemp("sample"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for tests of small networks: they gain little from two, and on a
+    busy 2-core machine two threads per process stall each other (10x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -76,14 +76,7 @@ def smooth_images(n: int, seed: int = 0, size: int = 32) -> torch.Tensor:
                                      align_corners=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """These small networks run fastest on one thread, and far slower on two when the two
-    cores are shared with other work (thread oversubscription)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -403,7 +396,7 @@ def test_evaluate_py_end_to_end_on_released_tiny_weights(tiny_data, tiny_weights
                "eval.options.oracle.steps=10", "batch_size=4", "max_batches=2", "max_clips=2",
                "clip_frames=8", "num_workers=0", "progress=false", f"paths.root_dir={tmp_path}",
                f"hydra.run.dir={out}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see single_thread
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see the one_thread fixture
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -89,14 +89,7 @@ def logged_steps(rows: list[dict[str, str]], key: str) -> list[int]:
     return [int(r["step"]) for r in rows if r.get(key)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny convolutions gain little from two, and on a busy 2-core
-    machine two threads per process stall each other (10x slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
