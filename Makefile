@@ -27,7 +27,10 @@ test: setup ## run the test suite (fast tests; `make test-all` adds the slow one
 test-all: setup ## run every test, slow ones included
 	$(PY) -m pytest
 
-demo: setup ## the main job: make a sample, render it with infer.py (panel video)
+demo: setup ## the main job: synthetic data -> every stage -> evaluation -> demo video (~20 min)
+	$(PY) -m pdfgc.demo
+
+sample: setup ## render the built-in sample with random tiny weights (the inference pipeline)
 	$(PY) -m pdfgc.samples outputs/sample
 	$(PY) infer.py model=tiny weights=outputs/sample/weights audio=outputs/sample/speech.wav \
 	  appearance=outputs/sample/portrait.png pose=outputs/sample/driver.mp4 \
@@ -45,4 +48,4 @@ lint: setup ## ruff
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs multirun .pytest_cache
 
-.PHONY: help setup test test-all demo bench bench-data lint clean
+.PHONY: help setup test test-all demo sample bench bench-data lint clean

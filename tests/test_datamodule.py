@@ -225,6 +225,23 @@ def test_frames_are_the_target_its_window_and_another_frame_of_the_clip(coded):
         assert int(sample["identity"]) == ds.identities.index(ds.index.records[clip].identity)
 
 
+def test_source_identity_draws_the_source_from_another_clip_of_the_speaker(coded):
+    ds = dataset(coded, source="identity")
+    by_identity = {}
+    for i in range(24):
+        sample = ds[i]
+        clip = int(sample["clip"])
+        identity = ds.index.records[clip].identity
+        _, source_clip = frame_code(sample["source"])
+        assert ds.index.records[source_clip].identity == identity
+        by_identity.setdefault(identity, set()).add(source_clip != clip)
+        assert frame_code(sample["target"]) == (int(sample["frame"]), clip)
+    assert by_identity["a"] == {True}  # six clips: always another one
+    assert by_identity["b"] == {False}  # a single clip: its own, as with source="clip"
+    with pytest.raises(PdfgcError, match="data.source must be one of clip, identity"):
+        dataset(coded, source="speaker")
+
+
 def test_mel_window_of_frame_t_starts_at_row_4_t_minus_2(coded):
     ds = dataset(coded, samples_per_epoch=200)
     short = [r.clip for r in ds.index.records].index(SHORT_CLIP)

@@ -16,12 +16,14 @@ from pdfgc.losses import (
     EyeTripletLoss,
     FeatureMatchingLoss,
     HingeGANLoss,
+    LandmarkHeatmapLoss,
     MaskedRegression,
     MotionConsistencyLoss,
     ReconstructionLoss,
     SymmetricInfoNCE,
     VGGPerceptualLoss,
 )
+from pdfgc.losses.landmarks import gaussian_heatmaps
 from pdfgc.networks import build_networks
 
 from conftest import model_config
@@ -261,14 +263,40 @@ def test_masked_regression_with_nothing_known_is_zero_with_finite_gradients():
         MaskedRegression("l2")
 
 
-@pytest.mark.parametrize("kind", ["cosine", "l1"])
+@pytest.mark.parametrize("kind", ["correlation", "cosine", "l1"])
 def test_motion_consistency(kind):
     torch.manual_seed(0)
     f = torch.randn(4, 8)
     assert MotionConsistencyLoss(kind)(f, f.clone())[0].item() == pytest.approx(0.0, abs=1e-6)
     loss, logs = MotionConsistencyLoss(kind)(f, -f)
-    assert loss.item() == pytest.approx(2.0 if kind == "cosine" else 2 * f.abs().mean().item())
+    assert loss.item() == pytest.approx(2 * f.abs().mean().item() if kind == "l1" else 2.0)
     assert logs["cos"].item() == pytest.approx(-1.0)
+    assert logs["corr"].item() == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("kind", ["correlation", "cosine"])
+def test_motion_consistency_cannot_be_met_by_a_shared_offset(kind):
+    """Features that agree only through a large common offset (the collapse plain cosine
+    allows) score like unrelated features."""
+    torch.manual_seed(0)
+    offset = 100.0 * torch.randn(1, 8)
+    f1, f2 = offset + torch.randn(64, 8), offset + torch.randn(64, 8)
+    assert torch.nn.functional.cosine_similarity(f1, f2).mean() > 0.99  # plain cosine: met
+    loss, _ = MotionConsistencyLoss(kind)(f1, f2)
+    assert loss.item() == pytest.approx(1.0, abs=0.15)
+
+
+def test_landmark_heatmaps_peak_at_the_points_and_zero_maps_score_one():
+    points = torch.tensor([[[10.0, 30.0], [40.0, 8.0]]])  # x, y in a 64 px image
+    maps = gaussian_heatmaps(points, size=16, image_size=64, sigma=1.0)
+    assert maps.shape == (1, 2, 16, 16)
+    peaks = [divmod(int(m.argmax()), 16) for m in maps[0]]  # (row, col)
+    assert peaks == [(7, 2), (2, 10)]  # (30 + 0.5) / 4 - 0.5 = 7.1; (10 + 0.5) / 4 - 0.5 = 2.1
+    loss = LandmarkHeatmapLoss(1.0)
+    assert loss(torch.zeros(1, 2, 16, 16), points, 64)[0].item() == pytest.approx(1.0)
+    assert loss(maps, points, 64)[0].item() == pytest.approx(0.0)
+    shifted = gaussian_heatmaps(points + 8.0, 16, 64, 1.0)
+    assert loss(shifted, points, 64)[0].item() > 1.0
 
 
 # --- VGG and LPIPS -------------------------------------------------------------------------

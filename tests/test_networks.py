@@ -119,7 +119,8 @@ def test_noise_is_seedable_and_changes_output():
     for m in gen.modules():
         if m.__class__.__name__ == "NoiseInjection":
             m.weight.data.fill_(0.5)
-    style, fmap = torch.randn(1, cfg.generator.style_dim), torch.randn(1, 128, 4, 4)
+    c0, size = cfg.generator.channels[0], cfg.generator.init_size
+    style, fmap = torch.randn(1, cfg.generator.style_dim), torch.randn(1, c0, size, size)
     with torch.no_grad():
         a, b = gen(style, fmap, gen.make_noise(1)), gen(style, fmap, gen.make_noise(1))
         c = gen(style, fmap, gen.make_noise(2))
@@ -134,10 +135,30 @@ def test_encoders_output_shapes():
     with torch.no_grad():
         app, mot, aud = nets.appearance(x), nets.motion(x), nets.audio(torch.rand(3, 1, 80, 20))
     assert app["vector"].shape == (3, cfg.codes.appearance)
-    assert app["map"].shape == (3, cfg.generator.channels[0], 4, 4)
+    assert app["map"].shape == (3, cfg.generator.channels[0], 8, 8)  # downsample 8 at 64 px
     assert {k: tuple(v.shape) for k, v in mot.items()} == {
         "feature": (3, 128), "mouth": (3, 32), "pose": (3, 6), "eye": (3, 6), "emotion": (3, 8)}
     assert aud["mouth"].shape == (3, cfg.codes.mouth)
+
+
+@pytest.mark.parametrize("downsample", [8, 16, 32])
+def test_appearance_trunk_stride_is_configurable_without_changing_parameters(downsample):
+    cfg = model_config("tiny")
+    released = build_networks(model_config("tiny"), names=("appearance",)).appearance
+    cfg.appearance.downsample = downsample
+    encoder = build_networks(cfg, names=("appearance",)).appearance.eval()
+    assert {k: v.shape for k, v in encoder.state_dict().items()} == {
+        k: v.shape for k, v in released.state_dict().items()}
+    with torch.no_grad():
+        features = encoder.model(torch.rand(1, 3, 64, 64))
+    assert features.shape[-1] == 64 // downsample
+
+
+def test_appearance_trunk_rejects_other_strides():
+    cfg = model_config("tiny")
+    cfg.appearance.downsample = 4
+    with pytest.raises(PdfgcError, match="downsample must be one of"):
+        build_networks(cfg, names=("appearance",))
 
 
 def test_inconsistent_style_dim_is_a_clear_error():

@@ -156,13 +156,36 @@ def test_init_from_loads_the_earlier_stage_by_name_and_reports_the_rest(chain, d
         module = build_module(cfg)
     report = module.init_report
     assert report["missing"] and all(k.startswith("audio.") for k in report["missing"])
-    assert {k.split(".")[0] for k in report["unexpected"]} == {"generator0", "discriminator"}
-    assert report["mismatched"] == []
+    assert {k.split(".")[0] for k in report["unexpected"]} == {"discriminator"}
+    assert report["mismatched"] == [] and report["partial"] == []
     motion = read_state_dict(group / "motion" / "checkpoints" / "last.ckpt")["state_dict"]
     for key, value in module.nets.motion.state_dict().items():
         assert torch.equal(value, motion[f"nets.motion.{key}"])
     message = next(r.getMessage() for r in caplog.records if "init_from" in r.getMessage())
-    assert "complete: appearance, motion" in message and "missing (new): audio" in message
+    assert "complete: appearance, generator0, motion" in message
+    assert "missing (new): audio" in message
+
+
+def test_init_map_starts_g_from_g0_with_its_appearance_columns(chain, data_dir):
+    group, _ = chain
+    cfg = compose_train(group.parents[2], data_dir, "stage=expression", "run_group=chain",
+                        "stage.init_from=${group_dir}/motion/checkpoints/last.ckpt",
+                        "stage.init_map={generator0: generator}")
+    module = build_module(cfg)
+    g0 = {k[len("nets.generator0."):]: v for k, v in read_state_dict(
+        group / "motion" / "checkpoints" / "last.ckpt")["state_dict"].items()
+        if k.startswith("nets.generator0.")}
+    g = module.nets.generator.state_dict()
+    appearance = cfg.model.codes.appearance
+    partial = {k.split(".", 1)[1] for k in module.init_report["partial"]}
+    assert partial and all(k.endswith("modulation.weight") for k in partial)
+    for key, value in g.items():
+        if key in partial:  # style [appearance | f_mot] -> [appearance | mouth, ...]
+            assert torch.equal(value[:, :appearance], g0[key][:, :appearance])
+            assert value.shape[1] != g0[key].shape[1]
+        else:
+            assert torch.equal(value, g0[key]), key
+    assert not any(k.startswith("generator.") for k in module.init_report["missing"])
 
 
 def _frozen_keys(state: dict, prefixes: tuple[str, ...]) -> list[str]:

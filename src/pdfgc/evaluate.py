@@ -88,8 +88,9 @@ def resolve_settings(cfg: DictConfig, ckpt: Path) -> tuple[DictConfig, DictConfi
 
 def build_datamodule(data_cfg: DictConfig, cfg: DictConfig):
     """The DataModule of ``data_cfg`` without the training-only inputs (augmented copies,
-    negative mel windows), with the evaluation's batch size and workers if set."""
-    overrides = {"augment": None, "negatives": 0}
+    negative mel windows), with the evaluation's batch size and workers if set. The source
+    (appearance) frame is always another frame of the target's clip: self-reconstruction."""
+    overrides = {"augment": None, "negatives": 0, "source": "clip"}
     for key in ("batch_size", "num_workers"):
         if cfg.get(key) is not None:
             overrides[key] = cfg[key]

@@ -49,8 +49,8 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = build(cfg.data)
     module = build_module(cfg)
     module.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True))  # in checkpoints
-    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
-    loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
+    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [build(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         with warnings.catch_warnings():

@@ -46,7 +46,7 @@ class VoxCeleb2DataModule(pl.LightningDataModule):
             means one sample per clip of that split.
         seed: fixes every sample (training samples also depend on the epoch; validation and
             test samples are the same every time).
-        emotion_window, negatives, augment, eye_augment, cache_mb, readers: passed to
+        emotion_window, negatives, augment, eye_augment, cache_mb, readers, source: passed to
             :class:`TalkingHeadDataset` (``augment``: :class:`MotionAugment` options, those
             left out at the released values; null for no augmentation).
         generate: synthetic data only, the keyword arguments of
@@ -68,6 +68,7 @@ class VoxCeleb2DataModule(pl.LightningDataModule):
         eye_augment: bool = False,
         cache_mb: float = 0.0,
         readers: int = 8,
+        source: str = "clip",
         generate: Mapping | None = None,
     ):
         super().__init__()
@@ -81,6 +82,7 @@ class VoxCeleb2DataModule(pl.LightningDataModule):
             "emotion_window": emotion_window, "negatives": negatives,
             "augment": None if augment is None else dict(augment),
             "eye_augment": eye_augment, "cache_mb": cache_mb, "readers": readers,
+            "source": source,
         }
         self.index: ClipIndex | None = None
         self.datasets: dict[str, TalkingHeadDataset] = {}

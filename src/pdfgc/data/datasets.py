@@ -42,6 +42,7 @@ PER_FRAME_KEYS = ("landmarks", "pose", "blink", "gaze", "eye_boxes")
 NEGATIVE_GAP = 5  # same-clip negative mel windows are at least this many frames away
 MAX_DRAWS = 64  # draws of one sample that may hit unreadable clips before giving up
 SKIP_SLOTS = 64  # per-worker slots of the shared skip counter
+SOURCES = ("clip", "identity")  # where the source (appearance) frame is drawn from
 
 
 class UnreadableClip(Exception):
@@ -198,7 +199,10 @@ class TalkingHeadDataset(Dataset):
     uses mel rows ``[4 (t - 2), 4 (t - 2) + 20)``, the released alignment). Keys, images
     (3, S, S) in [-1, 1] through the released crop rule:
 
-    - ``source`` (a random other frame of the clip), ``target``, and ``target_motion``,
+    - ``source``: a random other frame of the clip (``source="clip"``, as released) or a
+      random frame of another clip of the same speaker (``source="identity"``, where the
+      speaker has one: what stays constant within a clip, such as its emotion, cannot then
+      reach the target through the appearance code), ``target``, and ``target_motion``,
       ``target_motion2``: two independent :class:`MotionAugment` copies of the target;
     - ``mel`` (1, 80, 20) of the target, ``mel_negatives`` (N, 1, 80, 20): half (rounded up)
       from the same clip at least 5 frames away, the rest from other clips of the split;
@@ -229,6 +233,7 @@ class TalkingHeadDataset(Dataset):
         eye_augment: bool = False,
         cache_mb: float = 0.0,
         readers: int = 8,
+        source: str = "clip",
     ):
         self.index = root if isinstance(root, ClipIndex) else ClipIndex.from_manifest(root)
         if split not in SPLITS:
@@ -239,7 +244,10 @@ class TalkingHeadDataset(Dataset):
         if emotion_window < 1 or negatives < 0 or image_size < 1:
             raise PdfgcError(f"data: need emotion_window >= 1, negatives >= 0 and image_size "
                              f">= 1, got {emotion_window}, {negatives}, {image_size}")
+        if source not in SOURCES:
+            raise PdfgcError(f"data.source must be one of {', '.join(SOURCES)}, not {source!r}")
         self.split, self.image_size, self.crop, self.seed = split, image_size, crop, seed
+        self.source = source
         self.window, self.negatives, self.eye_augment = emotion_window, negatives, eye_augment
         self.augment = MotionAugment.from_config(augment)
         self.samples_per_epoch = samples_per_epoch or len(self.index.clips(split))
@@ -290,13 +298,19 @@ class TalkingHeadDataset(Dataset):
         labels = self.index.labels(clip)
         first, stop = self._target_range(clip, labels)
         t = int(rng.integers(first, stop))
-        source = _other_frame(rng, self.index.records[clip].frames, t)
         window = np.arange(t - self.window // 2, t - self.window // 2 + self.window)
         negatives = self._negative_mels(rng, clip, labels["mel"], t)
         augment_rngs = rng.spawn(5)
-
-        images, size = self._images(clip, [source, *window])
-        source_img, window_img = images[0], images[1:]
+        others = [c for c in clips if c != clip]
+        if self.source == "identity" and others:
+            source_clip = others[rng.integers(len(others))]
+            source_img = self._images(source_clip, [int(rng.integers(
+                self.index.records[source_clip].frames))])[0][0]
+            window_img, size = self._images(clip, list(window))
+        else:
+            source = _other_frame(rng, self.index.records[clip].frames, t)
+            images, size = self._images(clip, [source, *window])
+            source_img, window_img = images[0], images[1:]
         target_img = window_img[self.window // 2]
         sample = {
             "source": source_img,

@@ -6,6 +6,7 @@
 from pdfgc.losses.contrastive import EyeTripletLoss, SymmetricInfoNCE
 from pdfgc.losses.decorrelation import DecorrelationLoss
 from pdfgc.losses.gan import FeatureMatchingLoss, HingeGANLoss
+from pdfgc.losses.landmarks import LandmarkHeatmapLoss
 from pdfgc.losses.motion import MotionConsistencyLoss
 from pdfgc.losses.perceptual import VGGPerceptualLoss
 from pdfgc.losses.reconstruction import ReconstructionLoss
@@ -16,6 +17,7 @@ __all__ = [
     "EyeTripletLoss",
     "FeatureMatchingLoss",
     "HingeGANLoss",
+    "LandmarkHeatmapLoss",
     "MaskedRegression",
     "MotionConsistencyLoss",
     "ReconstructionLoss",

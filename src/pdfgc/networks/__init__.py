@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from pdfgc.errors import PdfgcError
+from pdfgc.networks.appearance import DOWNSAMPLES
 
 INFERENCE_NETWORKS = ("appearance", "motion", "audio", "generator")
 
@@ -21,6 +22,10 @@ def build_networks(model_cfg: DictConfig, names: tuple[str, ...] = INFERENCE_NET
     if model_cfg.codes.appearance != _appearance_dim(model_cfg):
         raise PdfgcError(f"model.codes.appearance is {model_cfg.codes.appearance} but the "
                          f"appearance encoder gives {_appearance_dim(model_cfg)}")
+    downsample = model_cfg.appearance.get("downsample", 32)
+    if downsample not in DOWNSAMPLES:
+        raise PdfgcError(f"model.appearance.downsample must be one of {DOWNSAMPLES}, "
+                         f"not {downsample}")
     return nn.ModuleDict({name: instantiate(model_cfg[name]) for name in names})
 
 

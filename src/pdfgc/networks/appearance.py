@@ -42,19 +42,30 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
+DOWNSAMPLES = (8, 16, 32)  # total strides of the trunk
+
+
 class ResNeXt(nn.Module):
-    """ResNeXt trunk with torchvision's module names; ``imagenet_classes`` keeps its ``fc``."""
+    """ResNeXt trunk with torchvision's module names; ``imagenet_classes`` keeps its ``fc``.
+
+    ``downsample`` is the trunk's total stride: 32 as in torchvision (and the release); 16
+    drops the stem's max-pool, 8 also the last stage's stride (no parameter changes), so a
+    small image keeps a feature map of useful size.
+    """
 
     def __init__(self, layers: list[int], planes: list[int], stem: int, groups: int,
-                 width_per_group: int, imagenet_classes: int):
+                 width_per_group: int, imagenet_classes: int, downsample: int = 32):
         super().__init__()
+        if downsample not in DOWNSAMPLES:
+            raise ValueError(f"appearance.downsample must be one of {DOWNSAMPLES}, "
+                             f"not {downsample}")
         self.conv1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if downsample > 16 else nn.Identity()
         channels = stem
         for i, (blocks, p) in enumerate(zip(layers, planes, strict=True)):
-            stride = 1 if i == 0 else 2
+            stride = 1 if i == 0 or (downsample == 8 and i == len(layers) - 1) else 2
             stage = []
             for j in range(blocks):
                 stage.append(Bottleneck(channels, p, stride if j == 0 else 1, groups,
@@ -67,7 +78,7 @@ class ResNeXt(nn.Module):
             self.fc = nn.Linear(channels, imagenet_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> last feature map (B, C, H/32, W/32)."""
+        """(B, 3, H, W) -> last feature map (B, C, H/downsample, W/downsample)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
@@ -77,9 +88,10 @@ class AppearanceEncoder(nn.Module):
 
     def __init__(self, layers: list[int], planes: list[int], stem: int, groups: int,
                  width_per_group: int, map_channels: int, map_size: int, num_identities: int,
-                 imagenet_classes: int = 0):
+                 imagenet_classes: int = 0, downsample: int = 32):
         super().__init__()
-        self.model = ResNeXt(layers, planes, stem, groups, width_per_group, imagenet_classes)
+        self.model = ResNeXt(layers, planes, stem, groups, width_per_group, imagenet_classes,
+                             downsample)
         self.conv1x1 = nn.Conv2d(self.model.out_channels, map_channels, 1)
         self.fc = nn.Linear(self.model.out_channels, num_identities)
         self.map_size = map_size
@@ -90,7 +102,7 @@ class AppearanceEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """image (B, 3, H, W) in [-1, 1] -> {"vector": (B, D), "map": (B, C, s, s)}."""
-        features = self.model(image)  # (B, D, H/32, W/32)
+        features = self.model(image)  # (B, D, H/downsample, W/downsample)
         vector = torch.flatten(self.model.avgpool(features), 1)
         appearance_map = F.adaptive_avg_pool2d(self.conv1x1(features), self.map_size)
         return {"vector": vector, "map": appearance_map}

@@ -35,6 +35,7 @@ from pdfgc.losses import (
     EyeTripletLoss,
     FeatureMatchingLoss,
     HingeGANLoss,
+    LandmarkHeatmapLoss,
     MaskedRegression,
     MotionConsistencyLoss,
     ReconstructionLoss,
@@ -58,6 +59,7 @@ TERMS: dict[str, Callable[[DictConfig, DictConfig], nn.Module]] = {
     "vgg": lambda loss, model: VGGPerceptualLoss(loss.vgg_weights),
     "l1": lambda loss, model: ReconstructionLoss(loss.lpips, loss.lpips_net),
     "motion": lambda loss, model: MotionConsistencyLoss(loss.motion_kind),
+    "landmarks": lambda loss, model: LandmarkHeatmapLoss(loss.landmark_sigma),
     "identity": lambda loss, model: nn.CrossEntropyLoss(),
     "lip": lambda loss, model: SymmetricInfoNCE(loss.temperature, loss.similarity,
                                                 mse_weight=loss.lip_mse),
@@ -166,6 +168,11 @@ class StageModule(pl.LightningModule):
         freeze: glob patterns of parameter names (``motion.model.*``) that do not train.
         clip: max gradient norm per network (absent: not clipped).
         init_from: an earlier stage's ``.ckpt`` (or a released weights folder) to start from.
+        init_map: ``{source: network}``: start this stage's ``network`` from init_from's
+            ``source`` (stage 3's G from stage 1's G0). Tensors of the same shape are copied;
+            a 2-D tensor whose second dimension differs (a style projection whose style grew
+            or shrank) gets the leading columns it shares (the appearance part of the
+            style) and keeps its own initialisation in the rest (reported as ``partial``).
         sync_batchnorm: use synchronised batch norm when training on several processes.
         gan_start: the discriminator (and the terms that need it) start at this step.
     """
@@ -176,8 +183,8 @@ class StageModule(pl.LightningModule):
     def __init__(self, model: DictConfig, loss: DictConfig, networks: Sequence[str],
                  optimizer: DictConfig, scheduler: DictConfig, name: str,
                  freeze: Sequence[str] = (), clip: Mapping[str, float] | None = None,
-                 init_from: str | None = None, sync_batchnorm: bool = False,
-                 gan_start: int = 0):
+                 init_from: str | None = None, init_map: Mapping[str, str] | None = None,
+                 sync_batchnorm: bool = False, gan_start: int = 0):
         super().__init__()
         self.automatic_optimization = False
         self.stage_name = name
@@ -193,7 +200,7 @@ class StageModule(pl.LightningModule):
         self.clip = dict(clip or {})
         self.sync_batchnorm = sync_batchnorm
         self.gan_start = gan_start
-        self.init_report = self.load_init(init_from) if init_from else None
+        self.init_report = self.load_init(init_from, init_map or {}) if init_from else None
         self.freeze_parameters(freeze)
         self._logs: dict[str, torch.Tensor] = {}
 
@@ -231,22 +238,36 @@ class StageModule(pl.LightningModule):
             self.nets.get_submodule(name).eval()
         return self
 
-    def load_init(self, path: str) -> dict[str, list[str]]:
-        """Load the networks of ``path`` by name (strict=False) and log what did not match."""
+    def load_init(self, path: str, init_map: Mapping[str, str]) -> dict[str, list[str]]:
+        """Load the networks of ``path`` by name (strict=False), ``init_map`` renaming some
+        (see the class docstring), and log what did not match."""
         state = read_init_state(path)
         own = self.nets.state_dict()
-        sub = {k[len(LIGHTNING_PREFIX):]: v for k, v in state.items()}
+        sub = {}
+        for key, value in state.items():
+            net, rest = key[len(LIGHTNING_PREFIX):].split(".", 1)
+            sub[f"{init_map.get(net, net)}.{rest}"] = value
+        mapped = tuple(f"{net}." for net in init_map.values())
         mismatched = [k for k, v in sub.items() if k in own and own[k].shape != v.shape]
+        partial = [k for k in mismatched if k.startswith(mapped) and own[k].ndim == 2 == sub[k].ndim
+                   and own[k].shape[0] == sub[k].shape[0]]
+        for key in partial:
+            columns = min(own[key].shape[1], sub[key].shape[1])
+            sub[key] = torch.cat([sub[key][:, :columns], own[key][:, columns:]], dim=1)
+        mismatched = [k for k in mismatched if k not in partial]
         self.nets.load_state_dict({k: v for k, v in sub.items() if k not in mismatched},
                                   strict=False)
         report = {"missing": [k for k in own if k not in sub],
-                  "unexpected": [k for k in sub if k not in own], "mismatched": mismatched}
-        incomplete = {k.split(".", 1)[0] for k in report["missing"] + mismatched}
+                  "unexpected": [k for k in sub if k not in own], "mismatched": mismatched,
+                  "partial": partial}
+        incomplete = {k.split(".", 1)[0] for k in report["missing"] + mismatched + partial}
         loaded = sorted({k.split(".", 1)[0] for k in sub if k in own} - incomplete)
-        _info(f"{self.stage_name}: init_from {path}: complete: {', '.join(loaded) or 'none'}; "
-              f"missing (new): {summarize_keys(report['missing'])}; "
+        renamed = "".join(f" ({net} from {source})" for source, net in init_map.items())
+        _info(f"{self.stage_name}: init_from {path}{renamed}: complete: "
+              f"{', '.join(loaded) or 'none'}; missing (new): {summarize_keys(report['missing'])}; "
               f"unexpected (unused): {summarize_keys(report['unexpected'])}; "
-              f"shape mismatch (new): {summarize_keys(mismatched)}")
+              f"shape mismatch (new): {summarize_keys(mismatched)}; "
+              f"partial (shared columns): {summarize_keys(partial)}")
         return report
 
     def setup(self, stage: str) -> None:

@@ -12,7 +12,8 @@ from pdfgc.stages.base import STAGE1_GENERATOR, Batch, StageModule
 
 
 class MotionStage(StageModule):
-    """G0 reconstructs the target; ``motion`` makes f_mot agree on two augmentations."""
+    """G0 reconstructs the target; ``motion`` makes f_mot agree on two augmentations;
+    ``landmarks`` makes the trunk's heatmaps find the target's 68 landmarks."""
 
     generator_name = STAGE1_GENERATOR
     swappable = ("motion",)
@@ -29,4 +30,8 @@ class MotionStage(StageModule):
         if self.has_term("motion"):
             other = self.nets.motion.model(batch["target_motion2"])
             losses["motion"] = self.term("motion", out["codes"]["motion"], other)
+        if self.has_term("landmarks"):
+            target = batch["target"]
+            losses["landmarks"] = self.term("landmarks", self.nets.motion.model.heatmaps(target),
+                                            batch["landmarks"], target.shape[-1])
         return losses

@@ -1,0 +1,165 @@
+"""The main job: train every stage on the synthetic data, evaluate, render, summarise.
+
+``python -m pdfgc.demo`` (``make demo``) composes ``conf/demo.yaml`` and runs, each as its own
+process with its own progress and resolved config: ``train.py experiment=demo stage=<s>`` for
+every stage (a finished stage resumes and stops at once), ``evaluate.py eval=demo`` on the
+last stage's checkpoint, and ``infer.py`` rendering a held-out speaker's portrait driven by
+four other held-out clips (lips by one's speech; pose, eyes and emotion by three more). It
+ends with a table of the figures against ``targets``, also written as ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from pdfgc.data.datasets import ClipIndex
+from pdfgc.errors import PdfgcError, exit_on_user_error
+from pdfgc.features import SAMPLE_RATE
+from pdfgc.media import FrameSource, atomic_path, load_audio, write_wav
+from pdfgc.metrics.tabulate import format_table, format_value
+
+REPO = Path(__file__).resolve().parents[2]  # train.py, evaluate.py, infer.py, conf/
+SUMMARY = "summary.json"
+
+
+def run_step(name: str, script: str, overrides: list[str]) -> float:
+    """Run ``python <script> <overrides>`` in the foreground; its seconds. A failed step
+    ends the demo with its name (the step printed its own error above)."""
+    print(f"\n=== {name}: python {script} {' '.join(overrides)}", flush=True)
+    started = time.time()
+    if subprocess.run([sys.executable, str(REPO / script), *overrides], cwd=REPO).returncode:
+        raise PdfgcError(f"demo step '{name}' failed (see above)")
+    return time.time() - started
+
+
+def demo_inputs(index: ClipIndex, folder: Path, seconds: float) -> dict[str, str]:
+    """infer.py's inputs from the test split, one speaker each, written into ``folder``:
+    the first speaker's first frame as the portrait, the next ones' speech (clips joined
+    up to ``seconds``), then a pose driver, an eye driver and the clip with the strongest
+    emotion among the rest as the emotion driver."""
+    clips = [index.clips("test", identity)[0] for identity in index.identities("test")]
+    if not clips:
+        raise PdfgcError(f"{index.root}: no test clips for the demo video")
+    pick = [clips[k % len(clips)] for k in range(4)]
+    rest = clips[4:] or clips
+
+    def strength(clip: int) -> float:
+        labels = index.labels(clip)
+        names = [str(n) for n in labels.get("factor_names", [])]
+        column = names.index("emotion_intensity") if "emotion_intensity" in names else None
+        return 0.0 if column is None else float(labels["factors"][:, column].mean())
+
+    portrait = FrameSource(index.video_path(pick[0])).read([0])[0]
+    with atomic_path(folder / "portrait.png") as tmp:
+        cv2.imwrite(str(tmp), cv2.cvtColor(portrait, cv2.COLOR_RGB2BGR))
+    speech, k = [], 1
+    while sum(len(s) for s in speech) < seconds * SAMPLE_RATE and k < 1 + len(clips):
+        speech.append(load_audio(index.video_path(clips[k % len(clips)])))
+        k += 1
+    write_wav(folder / "speech.wav", np.concatenate(speech), SAMPLE_RATE)
+    return {"appearance": str(folder / "portrait.png"), "audio": str(folder / "speech.wav"),
+            "pose": str(index.video_path(pick[2])), "eye": str(index.video_path(pick[3])),
+            "emotion": str(index.video_path(max(rest, key=strength)))}
+
+
+def check_targets(results: dict, targets: DictConfig) -> list[dict]:
+    """One row per target: figure, value, the bound and whether it is met."""
+    rows = []
+    for figure, bound in targets.items():
+        value = results.get(figure)
+        value = None if value is None or math.isnan(value) else value
+        if "min" in bound:
+            text, met = f">= {bound['min']}", value is not None and value >= bound["min"]
+        else:
+            text, met = f"<= {bound['max']}", value is not None and value <= bound["max"]
+        rows.append({"figure": figure, "value": value, "target": text, "met": bool(met)})
+    return rows
+
+
+def run(cfg: DictConfig) -> dict:
+    """The whole demo (see the module docstring); returns the summary it writes."""
+    root = Path(cfg.paths.root_dir).resolve()
+    out = Path(cfg.paths.output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "config.yaml") as tmp:
+        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    common = [f"paths.root_dir={root}", f"paths.data_dir={Path(cfg.paths.data_dir).resolve()}"]
+    seconds = {}
+    for stage in cfg.stages:
+        seconds[f"train {stage}"] = run_step(
+            f"train {stage}", "train.py",
+            ["experiment=demo", f"stage={stage}", f"run_group={cfg.run_group}", *common,
+             *cfg.train_overrides])
+    last = root / "outputs" / "train" / cfg.run_group / cfg.stages[-1]
+    ckpt = last / "checkpoints" / "last.ckpt"
+    run_cfg = OmegaConf.load(last / "config.yaml")
+    results_file = out / "metrics.jsonl"
+    seconds["evaluate"] = run_step(
+        "evaluate", "evaluate.py",
+        [f"ckpt={ckpt}", f"eval={cfg.eval}", f"results_file={results_file}",
+         f"hydra.run.dir={out / 'evaluate'}", *common, *cfg.evaluate_overrides])
+    inputs = demo_inputs(ClipIndex.from_manifest(run_cfg.data.root), out, cfg.video_seconds)
+    video = out / "demo.mp4"
+    seconds["render"] = run_step(
+        "render", "infer.py",
+        [f"model={run_cfg.model.name}", f"weights={ckpt}", *(f"{k}={v}" for k, v in
+                                                               inputs.items()),
+         "panel=true", f"output={video}", f"hydra.run.dir={out / 'infer'}", *common,
+         *cfg.infer_overrides])
+
+    record = json.loads(results_file.read_text().splitlines()[-1])
+    rows = check_targets(record["results"], cfg.targets)
+    summary = {"targets": rows, "all_met": all(r["met"] for r in rows),
+               "results": record["results"], "seconds": {k: round(v, 1)
+                                                         for k, v in seconds.items()},
+               "checkpoint": str(ckpt), "video": str(video),
+               "heatmap": record["details"].get("probe/heatmap"), "inputs": inputs}
+    with atomic_path(out / SUMMARY) as tmp:
+        tmp.write_text(json.dumps(json_safe(summary), indent=2))
+    print("\n" + format_summary(summary, out))
+    return summary
+
+
+def json_safe(value):
+    """``value`` with every non-finite float (NaN: a figure that could not be computed)
+    replaced by None, so the JSON is standard."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def format_summary(summary: dict, out: Path) -> str:
+    """The printed summary: the targets table, times and where the outputs are."""
+    table = format_table(["figure", "value", "target", "met"],
+                         [[r["figure"], format_value(r["value"]), r["target"],
+                           "yes" if r["met"] else "NO"] for r in summary["targets"]])
+    met = sum(r["met"] for r in summary["targets"])
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items())
+    return "\n".join([
+        f"demo: {met} of {len(summary['targets'])} targets met (held-out test speakers)",
+        table, f"time: {times}", f"video: {summary['video']}",
+        f"heatmap: {summary['heatmap']}", f"summary: {out / SUMMARY}"])
+
+
+@hydra.main(version_base="1.3", config_path=str(REPO / "conf"), config_name="demo")
+def main(cfg: DictConfig) -> None:
+    with exit_on_user_error():
+        run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The [ours] landmark-heatmap term of stage 1: a stand-in for the pretrained FAN."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def gaussian_heatmaps(points: torch.Tensor, size: int, image_size: int, sigma: float
+                      ) -> torch.Tensor:
+    """Heatmaps (B, N, size, size) with a unit Gaussian of ``sigma`` heatmap pixels at each
+    of ``points`` (B, N, 2), given as x, y in pixels of an ``image_size`` image."""
+    scale = size / image_size
+    centres = (points + 0.5) * scale - 0.5  # pixel centres map onto pixel centres
+    grid = torch.arange(size, device=points.device, dtype=points.dtype)
+    dx = (grid[None, None, :] - centres[..., :1]) ** 2  # (B, N, size) along x
+    dy = (grid[None, None, :] - centres[..., 1:]) ** 2  # along y
+    return torch.exp(-(dy[..., :, None] + dx[..., None, :]) / (2 * sigma**2))
+
+
+class LandmarkHeatmapLoss(nn.Module):
+    """Make the motion trunk's landmark heatmaps peak at the 68 labelled landmarks.
+
+    The released motion encoder starts from a pretrained face-alignment network (FAN), so
+    its unified motion feature holds the face's geometry from the first step; trained from
+    scratch it does not, and the generator learns to ignore it. This term gives the trunk
+    that start from the landmarks every dataset carries. It is the squared error over the
+    heatmaps relative to the targets' energy, so a map of zeros scores 1.
+    """
+
+    def __init__(self, sigma: float = 1.0):
+        super().__init__()
+        self.sigma = sigma
+
+    def forward(self, heatmaps: torch.Tensor, points: torch.Tensor, image_size: int
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """heatmaps (B, N, h, w); points (B, N, 2) in pixels of the ``image_size`` image."""
+        target = gaussian_heatmaps(points.to(heatmaps.dtype), heatmaps.shape[-1], image_size,
+                                   self.sigma)
+        loss = ((heatmaps - target) ** 2).sum() / (target**2).sum()
+        return loss, {}

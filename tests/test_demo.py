@@ -1,0 +1,113 @@
+"""The main job (``python -m pdfgc.demo``, ``make demo``): every stage, the evaluation and
+the demo video, end to end through the real entry points. The fast test runs it on a tiny
+dataset with a two-step budget per stage; the full demo (its real budget and dataset) is
+marked slow."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from pdfgc.demo import check_targets, run
+from pdfgc.media import probe_video
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_DATA = [  # 4 identities (2 train, 1 val, 1 test), one 1 s clip each
+    "data.generate.num_identities=4", "data.generate.clips_per_identity=1",
+    "data.generate.val_identities=1", "data.generate.test_identities=1",
+    "data.generate.seconds=1.0", "data.generate.workers=1", "data.batch_size=4",
+    "data.samples_per_epoch.train=8", "data.samples_per_epoch.val=4",
+    "data.samples_per_epoch.test=8",
+]
+TWO_STEPS = [
+    "steps.motion=2", "steps.heads=2", "steps.expression=2", "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=1", "callbacks.model_checkpoint.every_n_train_steps=2",
+    "callbacks.image_logger.every_n_steps=2", "~callbacks.progress_bar",
+    "+trainer.enable_progress_bar=false", "torch_threads=1",
+]
+QUICK_EVAL = ["max_batches=2", "max_clips=1", "progress=false", "eval.options.oracle.frames=64",
+              "eval.options.oracle.steps=5"]
+PANELS = 5  # appearance | result | pose | emotion | eye
+
+
+def quoted(overrides: list[str]) -> str:
+    """A list of overrides as one Hydra list value."""
+    return "[" + ",".join(f"'{o}'" for o in overrides) + "]"
+
+
+def compose_demo(root: Path, *overrides: str):
+    """conf/demo.yaml as Hydra composes it, writing under ``root``."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        return compose("demo", overrides=[
+            f"paths.root_dir={root}", f"paths.data_dir={root / 'data'}",
+            f"paths.output_dir={root / 'outputs' / 'demo' / 'quick'}", "run_group=quick",
+            *overrides])
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory) -> tuple[Path, dict, str]:
+    """The demo at a two-step budget on the tiny dataset: (its folder, summary, stdout)."""
+    root = tmp_path_factory.mktemp("demo")
+    cfg = compose_demo(root, f"train_overrides={quoted(TINY_DATA + TWO_STEPS)}",
+                       f"evaluate_overrides={quoted(QUICK_EVAL)}",
+                       "infer_overrides=['progress=false']", "video_seconds=1.0")
+    summary = run(cfg)
+    return root, summary, cfg
+
+
+def test_quick_demo_trains_every_stage_evaluates_and_renders(quick_demo):
+    root, summary, cfg = quick_demo
+    out = root / "outputs" / "demo" / "quick"
+    for stage in cfg.stages:
+        assert (root / "outputs" / "train" / "quick" / stage / "checkpoints" / "last.ckpt"
+                ).is_file()
+    assert json.loads((out / "summary.json").read_text())["targets"] == summary["targets"]
+    assert OmegaConf.load(out / "config.yaml").run_group == "quick"
+    assert [r["figure"] for r in summary["targets"]] == list(cfg.targets)
+    assert math.isfinite(summary["results"]["psnr/self"])
+    assert {f"probe/{c}/own" for c in ("lip", "pose", "eye", "expression")} <= set(
+        summary["results"])
+    assert set(summary["seconds"]) == {*(f"train {s}" for s in cfg.stages), "evaluate",
+                                       "render"}
+    assert Path(summary["heatmap"]).is_file()
+    assert (out / "evaluate" / "config.yaml").is_file() and (out / "infer").is_dir()
+    video = probe_video(summary["video"])
+    assert video["has_audio"] and video["frames"] > 0
+    assert video["width"] == PANELS * video["height"]
+    assert {"appearance", "audio", "pose", "eye", "emotion"} == set(summary["inputs"])
+
+
+def test_a_failed_step_is_one_clear_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pdfgc.demo", f"paths.root_dir={tmp_path}",
+         "stages=[nonexistent]"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == \
+        "error: demo step 'train nonexistent' failed (see above)"
+
+
+def test_targets_are_checked_against_their_bounds():
+    targets = OmegaConf.create({"psnr": {"min": 25.0}, "leak": {"max": 0.2},
+                                "missing": {"min": 0.0}})
+    rows = check_targets({"psnr": 25.0, "leak": 0.3}, targets)
+    assert [(r["figure"], r["target"], r["met"]) for r in rows] == [
+        ("psnr", ">= 25.0", True), ("leak", "<= 0.2", False), ("missing", ">= 0.0", False)]
+    nan = check_targets({"psnr": float("nan")}, targets)[0]
+    assert nan["value"] is None and not nan["met"]
+
+
+@pytest.mark.slow
+def test_full_demo_meets_its_targets(tmp_path):
+    """`make demo` as shipped (the real budget, about 20 minutes on two cores)."""
+    cfg = compose_demo(tmp_path)
+    summary = run(cfg)
+    assert probe_video(summary["video"])["has_audio"]
+    missed = [r["figure"] for r in summary["targets"] if not r["met"]]
+    assert not missed, missed
