@@ -5,7 +5,8 @@ process with its own progress and resolved config: ``train.py experiment=demo st
 every stage (a finished stage resumes and stops at once), ``evaluate.py eval=demo`` on the
 last stage's checkpoint, and ``infer.py`` rendering a held-out speaker's portrait driven by
 four other held-out clips (lips by one's speech; pose, eyes and emotion by three more). It
-ends with a table of the figures against ``targets``, also written as ``summary.json``.
+ends with a table of the figures against ``targets`` and the ``context`` figures to read them
+by, also written as ``summary.json``.
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ def run(cfg: DictConfig) -> dict:
     for stage in cfg.stages:
         seconds[f"train {stage}"] = run_step(
             f"train {stage}", "train.py",
-            ["experiment=demo", f"stage={stage}", f"run_group={cfg.run_group}", *common,
-             *cfg.train_overrides])
+            [f"experiment={cfg.experiment}", f"stage={stage}", f"run_group={cfg.run_group}",
+             *common, *cfg.train_overrides])
     last = root / "outputs" / "train" / cfg.run_group / cfg.stages[-1]
     ckpt = last / "checkpoints" / "last.ckpt"
     run_cfg = OmegaConf.load(last / "config.yaml")
@@ -120,6 +121,7 @@ def run(cfg: DictConfig) -> dict:
     record = json.loads(results_file.read_text().splitlines()[-1])
     rows = check_targets(record["results"], cfg.targets)
     summary = {"targets": rows, "all_met": all(r["met"] for r in rows),
+               "context": {k: record["results"].get(k) for k in cfg.context},
                "results": record["results"], "seconds": {k: round(v, 1)
                                                          for k, v in seconds.items()},
                "checkpoint": str(ckpt), "video": str(video),
@@ -147,11 +149,13 @@ def format_summary(summary: dict, out: Path) -> str:
     table = format_table(["figure", "value", "target", "met"],
                          [[r["figure"], format_value(r["value"]), r["target"],
                            "yes" if r["met"] else "NO"] for r in summary["targets"]])
+    context = format_table(["context (no target)", "value"],
+                           [[k, format_value(v)] for k, v in summary["context"].items()])
     met = sum(r["met"] for r in summary["targets"])
     times = ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items())
     return "\n".join([
         f"demo: {met} of {len(summary['targets'])} targets met (held-out test speakers)",
-        table, f"time: {times}", f"video: {summary['video']}",
+        table, context, f"time: {times}", f"video: {summary['video']}",
         f"heatmap: {summary['heatmap']}", f"summary: {out / SUMMARY}"])
 
 
