@@ -39,9 +39,10 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("test", "val")
 RUN_CONFIGS = ("config.yaml", ".hydra/config.yaml")
-# data settings that do not change which samples are drawn (left out of the cache key)
+# data settings that do not change which samples evaluation draws (left out of the cache
+# key); source is one: evaluation always takes it from the target's clip
 LOADER_ONLY = ("num_workers", "readers", "cache_mb", "augment", "negatives", "eye_augment",
-               "batch_size")
+               "batch_size", "source")
 
 
 def saved_run_config(ckpt: Path) -> DictConfig | None:

@@ -301,8 +301,8 @@ class TalkingHeadDataset(Dataset):
         window = np.arange(t - self.window // 2, t - self.window // 2 + self.window)
         negatives = self._negative_mels(rng, clip, labels["mel"], t)
         augment_rngs = rng.spawn(5)
-        others = [c for c in clips if c != clip]
-        if self.source == "identity" and others:
+        others = [c for c in clips if c != clip] if self.source == "identity" else []
+        if others:
             source_clip = others[rng.integers(len(others))]
             source_img = self._images(source_clip, [int(rng.integers(
                 self.index.records[source_clip].frames))])[0][0]
