@@ -16,6 +16,7 @@ from pdfgc.networks.checkpoints import (
     load_networks,
     save_released,
 )
+from pdfgc.networks.layers import Blur, ModulatedConv2d, Upsample, make_blur_kernel, upfirdn2d
 
 from conftest import model_config
 
@@ -111,6 +112,31 @@ def test_fast_modulated_conv_equals_reference(name):
         reference = gen(style, fmap, noise)
     assert fast.shape == (2, 3, cfg.image_size, cfg.image_size)
     assert (fast - reference).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("up,down,pad", [(1, 1, (2, 2)), (2, 1, (2, 1)), (1, 2, (1, 1)),
+                                          (2, 1, (-1, 2)), (1, 1, (0, -1))])
+def test_generic_fir_resampling_equals_depthwise(up, down, pad):
+    x = torch.randn(2, 5, 9, 9)
+    kernel = make_blur_kernel([1, 3, 3, 1]) * up**2
+    fast = upfirdn2d(x, kernel, up, down, pad)
+    generic = upfirdn2d(x, kernel, up, down, pad, generic=True)
+    size = (9 * up + sum(pad) - 4) // down + 1  # 4 taps
+    assert fast.shape == generic.shape == (2, 5, size, size)
+    assert torch.allclose(fast, generic, atol=1e-6)
+
+
+def test_set_impl_switches_convolutions_and_resampling():
+    gen = build_networks(model_config("tiny"), names=("generator",)).generator
+    resamplers = [m for m in gen.modules() if isinstance(m, (Blur, Upsample))]
+    assert resamplers and not any(m.generic for m in resamplers)
+    gen.set_impl("reference")
+    assert all(m.generic for m in resamplers)
+    assert all(m.impl == "reference" for m in gen.modules() if isinstance(m, ModulatedConv2d))
+    gen.set_impl("fast")
+    assert not any(m.generic for m in resamplers)
+    with pytest.raises(ValueError, match="unknown"):
+        gen.set_impl("released")
 
 
 def test_noise_is_seedable_and_changes_output():

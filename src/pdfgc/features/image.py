@@ -22,8 +22,8 @@ def crop_face(img: np.ndarray) -> np.ndarray:
     return cv2.resize(box, (OFFICIAL_SIZE, OFFICIAL_SIZE), interpolation=cv2.INTER_LINEAR)
 
 
-def prepare_image(img: np.ndarray, size: int = OFFICIAL_SIZE, crop: bool = True) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, size, size) float32 in [-1, 1] network input.
+def face_pixels(img: np.ndarray, size: int = OFFICIAL_SIZE, crop: bool = True) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (size, size, 3) uint8: the pixels the network sees.
 
     With ``crop`` the face box is cut as in ``crop_face``; without it the whole image is used.
     The result is then resized to ``size`` (INTER_AREA) unless it already has that size.
@@ -31,8 +31,21 @@ def prepare_image(img: np.ndarray, size: int = OFFICIAL_SIZE, crop: bool = True)
     face = crop_face(img) if crop else img
     if face.shape[:2] != (size, size):
         face = cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA)
-    scaled = face.astype(np.float32) / 255.0 * 2.0 - 1.0
-    return np.ascontiguousarray(scaled.transpose(2, 0, 1))
+    return face
+
+
+def pixels_to_input(pixels: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1], computed where ``pixels`` live.
+
+    The result is a channels-last view (no copy of the layout)."""
+    return (pixels.float() / 255.0 * 2.0 - 1.0).permute(0, 3, 1, 2)
+
+
+def prepare_image(img: np.ndarray, size: int = OFFICIAL_SIZE, crop: bool = True) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, size, size) float32 in [-1, 1] network input
+    (``face_pixels`` then ``pixels_to_input``)."""
+    scaled = pixels_to_input(torch.from_numpy(face_pixels(img, size, crop)[None]))[0]
+    return np.ascontiguousarray(scaled.numpy())
 
 
 def prepare_images(

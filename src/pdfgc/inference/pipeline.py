@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,12 +28,12 @@ from pdfgc.features import (
     FPS,
     SAMPLE_RATE,
     audio_offset_samples,
+    face_pixels,
     mel_spectrogram,
     mel_windows,
     normalize_rms,
     num_output_frames,
-    prepare_image,
-    prepare_images,
+    pixels_to_input,
     to_uint8,
 )
 from pdfgc.inference.model import Controls, TalkingHeadModel, compose_codes
@@ -109,9 +110,24 @@ class Renderer:
         self.device = resolve_device(cfg.device)
         self.model = model.to(self.device)
         self.size = model.image_size
+        self.croppers = ThreadPoolExecutor(os.cpu_count() or 1)  # cv2 releases the GIL
+
+    def _pixels(self, images: np.ndarray) -> torch.Tensor:
+        """(N, H, W, 3) uint8 frames -> (N, size, size, 3) uint8 face pixels, cut in parallel
+        into pinned memory on a GPU (so the copy to it can overlap the GPU's work)."""
+        pixels = torch.empty((len(images), self.size, self.size, 3), dtype=torch.uint8,
+                             pin_memory=self.device.type == "cuda")
+        view = pixels.numpy()
+
+        def cut(i: int) -> None:
+            view[i] = face_pixels(images[i], self.size, self.cfg.crop)
+
+        list(self.croppers.map(cut, range(len(images))))
+        return pixels
 
     def _tensor(self, images: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(prepare_images(images, self.size, self.cfg.crop)).to(self.device)
+        """Network input on the device: the uint8 pixels are copied there, then scaled."""
+        return pixels_to_input(self._pixels(images).to(self.device, non_blocking=True))
 
     def _autocast(self):
         dtype = PRECISIONS[self.cfg.precision]
@@ -170,7 +186,7 @@ class Renderer:
 
         offset = audio_offset_samples()
         track = samples[offset: offset + n * SAMPLE_RATE // FPS]
-        still = to_uint8(prepare_image(portrait, self.size, self.cfg.crop)[None])[0]
+        still = self._pixels(portrait[None])[0].numpy()
         with VideoWriter(job.output, fps=FPS, audio=track, sample_rate=SAMPLE_RATE,
                          crf=self.cfg.crf) as writer, ThreadPoolExecutor(1) as encoder:
             pending = None  # H.264 encoding of one chunk overlaps rendering of the next
@@ -204,7 +220,7 @@ class Renderer:
         for factor in FACTORS:
             driver = drivers[factor]
             shown = driver.frames(driver.timeline[s])
-            columns.append(to_uint8(prepare_images(shown, self.size, self.cfg.crop)))
+            columns.append(self._pixels(shown).numpy())
         return np.concatenate(columns, axis=2)
 
 

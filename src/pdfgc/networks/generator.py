@@ -14,6 +14,7 @@ from torch import nn
 
 from pdfgc.networks.layers import (
     SQRT2,
+    Blur,
     EqualLinear,
     FusedLeakyReLU,
     ModulatedConv2d,
@@ -126,12 +127,15 @@ class Generator(nn.Module):
         return [torch.randn(1, 1, s, s, generator=gen).to(device) for s in self.noise_sizes()]
 
     def set_impl(self, impl: str) -> None:
-        """Choose the modulated-convolution formulation: ``"fast"`` or ``"reference"``."""
+        """Choose the formulation of the modulated convolutions and FIR resampling:
+        ``"fast"`` or ``"reference"`` (the released one, see :mod:`pdfgc.networks.layers`)."""
         if impl not in ("fast", "reference"):
             raise ValueError(f"unknown modulated conv impl {impl!r}")
         for m in self.modules():
             if isinstance(m, ModulatedConv2d):
                 m.impl = impl
+            elif isinstance(m, (Blur, Upsample)):
+                m.generic = impl == "reference"
 
     def forward(self, style: torch.Tensor, appearance_map: torch.Tensor | None = None,
                 noise: list[torch.Tensor] | None = None) -> torch.Tensor:

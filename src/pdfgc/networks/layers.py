@@ -5,7 +5,8 @@ The modulated convolution has two formulations that compute the same function:
 
 * ``reference``: the released one. Each sample gets its own weights
   ``w' = scale * w * s`` (demodulated per output channel) and the batch runs as one grouped
-  convolution. Kept as the ground truth the fast path is tested against.
+  convolution, and FIR resampling filters every channel as its own one-channel image (the
+  release's generic routine). Kept as the ground truth the fast path is tested against.
 * ``fast``: modulate the activations instead (``x * s``), run one convolution shared by the
   whole batch, and apply demodulation as a per-sample, per-channel scale on the output.
 """
@@ -29,12 +30,17 @@ def make_blur_kernel(taps: list[int]) -> torch.Tensor:
 
 
 def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
-              pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+              pad: tuple[int, int] = (0, 0), generic: bool = False) -> torch.Tensor:
     """Upsample by zero insertion, pad, filter with ``kernel`` (per channel), downsample.
 
     ``pad`` is (before, after), applied to both spatial axes; negative values crop.
+    ``generic`` filters every channel as its own one-channel image, as the release's generic
+    routine does (the reference formulation; same output, slower than one depthwise conv).
     """
     b, c, h, w = x.shape
+    if generic:
+        out = upfirdn2d(x.reshape(b * c, 1, h, w), kernel, up, down, pad)
+        return out.reshape(b, c, out.shape[2], out.shape[3])
     weight = torch.flip(kernel, [0, 1]).to(x.dtype)[None, None].expand(c, 1, -1, -1)
     p0, p1 = pad
     if up == 1 and p0 == p1 >= 0:  # plain blur: let the convolution pad, no copy
@@ -56,9 +62,10 @@ class Blur(nn.Module):
         super().__init__()
         self.register_buffer("kernel", make_blur_kernel(taps) * upsample_factor**2)
         self.pad = pad
+        self.generic = False  # the reference formulation's resampling (see upfirdn2d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upfirdn2d(x, self.kernel, pad=self.pad)
+        return upfirdn2d(x, self.kernel, pad=self.pad, generic=self.generic)
 
 
 class Upsample(nn.Module):
@@ -70,9 +77,10 @@ class Upsample(nn.Module):
         self.register_buffer("kernel", make_blur_kernel(taps) * factor**2)
         p = len(taps) - factor
         self.pad = ((p + 1) // 2 + factor - 1, p // 2)
+        self.generic = False  # the reference formulation's resampling (see upfirdn2d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
+        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad, generic=self.generic)
 
 
 def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor, slope: float = 0.2,
