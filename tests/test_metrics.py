@@ -241,6 +241,23 @@ def test_a_perfect_probe_scores_one_and_a_shuffled_one_about_zero():
     assert probe.coef.shape == (24, 5)
 
 
+def test_leave_one_clip_out_penalty_does_not_overfit_near_duplicate_frames():
+    """Ten near-identical frames a clip, factors constant per clip: leaving one frame out
+    picks a penalty that memorises clips (held-out R² far below 0); leaving the clip out
+    reads a truly linear factor as well and the unreadable ones at about 0."""
+    rng = np.random.default_rng(0)
+    clips = np.repeat(np.arange(80), 10)
+    codes = rng.standard_normal((80, 32))[clips] + 0.05 * rng.standard_normal((800, 32))
+    factors = rng.standard_normal((80, 3))[clips]
+    factors[:, 0] = codes[:, 0] + 0.1 * rng.standard_normal(800)
+    fit = clips % 2 == 0
+    by_frame = probe_r2(codes[fit], factors[fit], codes[~fit], factors[~fit])
+    by_clip = probe_r2(codes[fit], factors[fit], codes[~fit], factors[~fit], clips[fit])
+    assert by_frame[0] > 0.95 and by_clip[0] > 0.95
+    assert by_frame[1:].max() < -1.0
+    assert np.abs(by_clip[1:]).max() < 0.25
+
+
 def test_disentanglement_matrix_and_heatmap(tmp_path):
     rng = np.random.default_rng(0)
     n = 160

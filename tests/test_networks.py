@@ -17,6 +17,7 @@ from pdfgc.networks.checkpoints import (
     save_released,
 )
 from pdfgc.networks.layers import Blur, ModulatedConv2d, Upsample, make_blur_kernel, upfirdn2d
+from pdfgc.networks.motion import FAN
 
 from conftest import model_config
 
@@ -137,6 +138,19 @@ def test_set_impl_switches_convolutions_and_resampling():
     assert not any(m.generic for m in resamplers)
     with pytest.raises(ValueError, match="unknown"):
         gen.set_impl("released")
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_motion_squeeze_maps_and_slope(slope):
+    """f_mot comes from ``squeeze_channels`` maps; with every squeezed value negative the
+    release's ReLU passes no gradient to the squeeze conv, a leaky one does."""
+    torch.manual_seed(0)
+    fan = FAN(64, width=8, hourglass_depth=1, num_landmarks=68, feature_dim=32, dropout=0.0,
+              squeeze_channels=4, squeeze_slope=slope)
+    assert fan.fc.in_features == 4 * 8 * 8
+    fan.conv6.bias.data.fill_(-1e3)  # every unit below zero
+    fan(torch.rand(2, 3, 64, 64)).sum().backward()
+    assert (fan.conv6.weight.grad.abs().sum() > 0) == (slope > 0)
 
 
 def test_noise_is_seedable_and_changes_output():

@@ -7,7 +7,9 @@ frames of half the test clips, and its R² is measured on the other half (held-o
 A well disentangled model has a high R² on each head's own factors (``FACTOR_GROUPS``) and
 a low one elsewhere, and an appearance code that predicts no motion.
 
-The ridge penalty is chosen per factor by exact leave-one-out error over a grid. Figures:
+The ridge penalty is chosen per factor over a grid by leave-one-clip-out error on the fitting
+half (frames of a clip are near-duplicates: leaving out single frames picks penalties too
+weak for new clips, and held-out R² far below zero). Figures:
 ``probe/<code>/own`` (mean R² over the code's own factors) and ``probe/<code>/leak`` (the
 largest R² over the other factors); ``probe/<code>/mean`` (mean R² over all factors) for the
 appearance and motion codes; in these an R² below 0 (worse than the test mean) counts as 0.
@@ -54,28 +56,53 @@ class RidgeProbe:
         return ((x - self.mean) / self.scale) @ self.coef + self.intercept
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, alphas: np.ndarray = RIDGE_ALPHAS) -> RidgeProbe:
+def fit_ridge(x: np.ndarray, y: np.ndarray, alphas: np.ndarray = RIDGE_ALPHAS,
+              groups: np.ndarray | None = None) -> RidgeProbe:
     """Ridge regression of targets y (N, F) on codes x (N, D), each target with the penalty
-    of ``alphas`` (times N) that gives the smallest exact leave-one-out error."""
-    n = len(x)
+    of ``alphas`` (times N) that predicts held-out samples best: by exact leave-one-out
+    error, or, given ``groups`` (N,) such as each frame's clip, by leave-one-group-out error.
+    Frames of one clip are near-duplicates, so leaving one frame out rewards a penalty too
+    weak for a new clip; leaving its whole clip out does not."""
+    alphas = np.asarray(alphas, dtype=float) * len(x)
+    if groups is None or len(np.unique(groups)) < 2:
+        errors = _leave_one_out_errors(x, y, alphas)
+    else:
+        errors = np.zeros((len(alphas), y.shape[1]))
+        for group in np.unique(groups):
+            held = groups == group
+            for i, alpha in enumerate(alphas):
+                probe = _ridge(x[~held], y[~held], np.full(y.shape[1], alpha))
+                errors[i] += np.sum((probe.predict(x[held]) - y[held]) ** 2, axis=0)
+    return _ridge(x, y, alphas[np.argmin(errors, axis=0)])
+
+
+def _standardised_svd(x: np.ndarray, y: np.ndarray):
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     u, s, vt = np.linalg.svd((x - mean) / scale, full_matrices=False)  # u (N, r), vt (r, D)
     intercept = y.mean(axis=0)
-    uty = u.T @ (y - intercept)  # (r, F)
-    best_error = np.full(y.shape[1], np.inf)
-    best_alpha = np.zeros(y.shape[1])
-    for alpha in alphas * n:
+    return mean, scale, u, s, vt, intercept, u.T @ (y - intercept)  # last: (r, F)
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, alpha: np.ndarray) -> RidgeProbe:
+    """The ridge probe with penalty ``alpha[j]`` (absolute) for target j."""
+    mean, scale, _, s, vt, intercept, uty = _standardised_svd(x, y)
+    coef = np.stack([vt.T @ (s / (s**2 + a) * uty[:, j]) for j, a in enumerate(alpha)], axis=1)
+    return RidgeProbe(mean, scale, coef, intercept)  # coef (D, F)
+
+
+def _leave_one_out_errors(x: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+    """Exact leave-one-out mean squared error (A, F) of each penalty and target."""
+    n = len(x)
+    _, _, u, s, _, intercept, uty = _standardised_svd(x, y)
+    errors = []
+    for alpha in alphas:
         shrink = s**2 / (s**2 + alpha)  # (r,)
         fitted = u @ (shrink[:, None] * uty)
         leverage = 1.0 / n + (u**2) @ shrink  # hat-matrix diagonal, intercept included
         residual = (y - intercept - fitted) / np.maximum(1.0 - leverage, 1e-12)[:, None]
-        error = np.mean(residual**2, axis=0)
-        better = error < best_error
-        best_error[better], best_alpha[better] = error[better], alpha
-    coef = np.stack([vt.T @ (s / (s**2 + alpha) * uty[:, j])
-                     for j, alpha in enumerate(best_alpha)], axis=1)  # (D, F)
-    return RidgeProbe(mean, scale, coef, intercept)
+        errors.append(np.mean(residual**2, axis=0))
+    return np.stack(errors)
 
 
 def r2_scores(prediction: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -86,10 +113,11 @@ def r2_scores(prediction: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(total > 0, 1.0 - residual / total, np.nan)
 
 
-def probe_r2(fit_x: np.ndarray, fit_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray
-             ) -> np.ndarray:
-    """Held-out R² (F,) of a ridge probe fitted on (fit_x, fit_y)."""
-    return r2_scores(fit_ridge(fit_x, fit_y).predict(test_x), test_y)
+def probe_r2(fit_x: np.ndarray, fit_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+             fit_groups: np.ndarray | None = None) -> np.ndarray:
+    """Held-out R² (F,) of a ridge probe fitted on (fit_x, fit_y); see ``fit_ridge`` for
+    ``fit_groups``."""
+    return r2_scores(fit_ridge(fit_x, fit_y, groups=fit_groups).predict(test_x), test_y)
 
 
 def held_out_split(clips: np.ndarray) -> np.ndarray:
@@ -144,10 +172,10 @@ class Disentanglement(Metric):
         self.clips.append(batch.data["clip"].cpu().numpy())
 
     def compute(self) -> MetricResult:
-        factors = np.concatenate(self.factors)
-        fit = held_out_split(np.concatenate(self.clips))
+        factors, clips = np.concatenate(self.factors), np.concatenate(self.clips)
+        fit = held_out_split(clips)
         names = list(self.ctx.factor_names)
-        r2 = np.stack([probe_r2(x[fit], factors[fit], x[~fit], factors[~fit])
+        r2 = np.stack([probe_r2(x[fit], factors[fit], x[~fit], factors[~fit], clips[fit])
                        for x in (np.concatenate(self.codes[c]) for c in CODE_GROUPS)])
         save_heatmap(r2, list(CODE_GROUPS), names, self.heatmap)
         details = {"probe/codes": list(CODE_GROUPS), "probe/factors": names,

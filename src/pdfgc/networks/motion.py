@@ -78,12 +78,14 @@ class FAN(nn.Module):
     """One-stack FAN trunk -> landmark heatmaps -> unified motion feature.
 
     ``width`` is the stem's channel count (64 in the release); the blocks use 2x and the
-    hourglass 4x that. Heatmaps are at image_size / 4; a stride-2 conv and a linear layer
-    turn them into ``feature_dim`` values.
+    hourglass 4x that. Heatmaps are at image_size / 4; a stride-2 conv to ``squeeze_channels``
+    maps (1 in the release), a ReLU (leaky with ``squeeze_slope`` > 0) and a linear layer turn
+    them into ``feature_dim`` values.
     """
 
     def __init__(self, image_size: int, width: int, hourglass_depth: int, num_landmarks: int,
-                 feature_dim: int, dropout: float):
+                 feature_dim: int, dropout: float, squeeze_channels: int = 1,
+                 squeeze_slope: float = 0.0):
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 7, 2, 3)
         self.bn1 = nn.BatchNorm2d(width)
@@ -96,8 +98,9 @@ class FAN(nn.Module):
         self.bn_end0 = nn.BatchNorm2d(4 * width)
         self.l0 = nn.Conv2d(4 * width, num_landmarks, 1)
         self.bn5 = nn.BatchNorm2d(num_landmarks)
-        self.conv6 = nn.Conv2d(num_landmarks, 1, 3, 2, 1)
-        self.fc = nn.Linear((image_size // 8) ** 2, feature_dim)
+        self.conv6 = nn.Conv2d(num_landmarks, squeeze_channels, 3, 2, 1)
+        self.fc = nn.Linear(squeeze_channels * (image_size // 8) ** 2, feature_dim)
+        self.squeeze_slope = squeeze_slope
 
     def heatmaps(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> landmark heatmaps (B, num_landmarks, H/4, W/4)."""
@@ -110,8 +113,8 @@ class FAN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> f_mot (B, feature_dim)."""
-        x = self.conv6(F.relu(self.bn5(self.heatmaps(x))))  # (B, 1, H/8, W/8)
-        return self.fc(F.relu(torch.flatten(x, 1)))
+        x = self.conv6(F.relu(self.bn5(self.heatmaps(x))))  # (B, squeeze, H/8, W/8)
+        return self.fc(F.leaky_relu(torch.flatten(x, 1), self.squeeze_slope))
 
 
 def head(dim: int) -> nn.Sequential:
@@ -131,9 +134,11 @@ class MotionEncoder(nn.Module):
 
     def __init__(self, image_size: int, width: int, hourglass_depth: int, num_landmarks: int,
                  feature_dim: int, mouth_dim: int, pose_dim: int, eye_dim: int,
-                 emotion_dim: int, dropout: float = 0.5):
+                 emotion_dim: int, dropout: float = 0.5, squeeze_channels: int = 1,
+                 squeeze_slope: float = 0.0):
         super().__init__()
-        self.model = FAN(image_size, width, hourglass_depth, num_landmarks, feature_dim, dropout)
+        self.model = FAN(image_size, width, hourglass_depth, num_landmarks, feature_dim, dropout,
+                         squeeze_channels, squeeze_slope)
         self.to_mouth, self.mouth_embed = head(feature_dim), embed(feature_dim, mouth_dim)
         self.to_headpose, self.headpose_embed = head(feature_dim), embed(feature_dim, pose_dim)
         self.to_eye, self.eye_embed = head(feature_dim), embed(feature_dim, eye_dim)
