@@ -70,10 +70,11 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, alphas: np.ndarray = RIDGE_ALPHAS,
         errors = np.zeros((len(alphas), y.shape[1]))
         for group in np.unique(groups):
             held = groups == group
+            fold = _standardised_svd(x[~held], y[~held])  # once per fold, for every penalty
             for i, alpha in enumerate(alphas):
-                probe = _ridge(x[~held], y[~held], np.full(y.shape[1], alpha))
+                probe = _probe(fold, np.full(y.shape[1], alpha))
                 errors[i] += np.sum((probe.predict(x[held]) - y[held]) ** 2, axis=0)
-    return _ridge(x, y, alphas[np.argmin(errors, axis=0)])
+    return _probe(_standardised_svd(x, y), alphas[np.argmin(errors, axis=0)])
 
 
 def _standardised_svd(x: np.ndarray, y: np.ndarray):
@@ -84,9 +85,10 @@ def _standardised_svd(x: np.ndarray, y: np.ndarray):
     return mean, scale, u, s, vt, intercept, u.T @ (y - intercept)  # last: (r, F)
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, alpha: np.ndarray) -> RidgeProbe:
-    """The ridge probe with penalty ``alpha[j]`` (absolute) for target j."""
-    mean, scale, _, s, vt, intercept, uty = _standardised_svd(x, y)
+def _probe(decomposition: tuple, alpha: np.ndarray) -> RidgeProbe:
+    """The ridge probe of a ``_standardised_svd`` with penalty ``alpha[j]`` (absolute) for
+    target j."""
+    mean, scale, _, s, vt, intercept, uty = decomposition
     coef = np.stack([vt.T @ (s / (s**2 + a) * uty[:, j]) for j, a in enumerate(alpha)], axis=1)
     return RidgeProbe(mean, scale, coef, intercept)  # coef (D, F)
 
