@@ -480,7 +480,7 @@ def test_data_configs_compose_and_instantiate(name, monkeypatch, tmp_path):
     assert dm.dataset_options["image_size"] == size
     assert dm.dataset_options["augment"]["brightness"] == 0.5
     if name == "synthetic":
-        assert dm.generate["image_size"] == 64 and dm.generate["num_identities"] == 176
+        assert dm.generate["image_size"] == 64 and dm.generate["num_identities"] == 208
         assert dm.batch_size == 16 and dm.num_workers == 0
         assert dm.dataset_options["source"] == "clip"  # as released; experiment=demo: identity
     else:

@@ -299,6 +299,21 @@ def test_landmark_heatmaps_peak_at_the_points_and_zero_maps_score_one():
     assert loss(shifted, points, 64)[0].item() > 1.0
 
 
+def test_landmark_coordinate_term_is_the_soft_argmax_distance():
+    """With a coordinate weight the loss adds the soft-argmax's distance to the landmark in
+    heatmap pixels: near zero for maps peaked there, about 2 for peaks 8 image pixels (2 map
+    pixels) away along x."""
+    points = torch.tensor([[[20.0, 30.0], [40.0, 24.0]]])
+    loss = LandmarkHeatmapLoss(1.0, coordinate_weight=0.5)
+    exact = gaussian_heatmaps(points, 16, 64, 1.0)
+    assert loss(exact, points, 64)[1]["distance"].item() < 0.25
+    shifted = gaussian_heatmaps(points + torch.tensor([8.0, 0.0]), 16, 64, 1.0)
+    total, parts = loss(shifted, points, 64)
+    assert parts["distance"].item() == pytest.approx(2.0, abs=0.25)
+    assert total.item() == pytest.approx(parts["heatmap"].item() + 0.5 * parts["distance"].item())
+    assert LandmarkHeatmapLoss(1.0)(shifted, points, 64)[1] == {}
+
+
 # --- VGG and LPIPS -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ from pdfgc.networks.checkpoints import (
     save_released,
 )
 from pdfgc.networks.layers import Blur, ModulatedConv2d, Upsample, make_blur_kernel, upfirdn2d
-from pdfgc.networks.motion import FAN
+from pdfgc.losses.landmarks import gaussian_heatmaps
+from pdfgc.networks.motion import FAN, soft_argmax
 
 from conftest import model_config
 
@@ -153,6 +154,34 @@ def test_motion_squeeze_maps_and_slope(slope):
     assert (fan.conv6.weight.grad.abs().sum() > 0) == (slope > 0)
 
 
+def test_soft_argmax_finds_sub_pixel_peaks():
+    """The soft-argmax of a Gaussian peak is its centre to within a quarter pixel at any
+    fractional position, and follows the peak as it moves."""
+    points = torch.tensor([[[3.3, 12.6], [9.75, 4.1]]])  # x, y in heatmap pixels
+    maps = gaussian_heatmaps(points, size=16, image_size=16, sigma=1.0)
+    torch.testing.assert_close(soft_argmax(maps), points, atol=0.25, rtol=0)
+    xs = torch.linspace(5.0, 6.0, 11)
+    sweep = gaussian_heatmaps(torch.stack([xs, torch.full_like(xs, 8.0)], -1)[None], 16, 16, 1.0)
+    assert (soft_argmax(sweep)[0, :, 0].diff() > 0).all()
+    assert (soft_argmax(torch.zeros(1, 1, 16, 8)) == torch.tensor([3.5, 7.5])).all()
+
+
+def test_motion_coordinates_end_f_mot():
+    """With ``coordinates`` f_mot ends with each heatmap's soft-argmax in [-1, 1] (the linear
+    layer gives the rest), and a feature_dim too small to hold them is refused."""
+    torch.manual_seed(0)
+    fan = FAN(64, width=8, hourglass_depth=1, num_landmarks=68, feature_dim=160, dropout=0.0,
+              coordinates=True).eval()
+    assert fan.fc.out_features == 160 - 2 * 68
+    image = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        feature, heatmaps = fan(image), fan.heatmaps(image)
+    assert feature.shape == (2, 160)
+    torch.testing.assert_close(feature[:, 24:], (soft_argmax(heatmaps) / 7.5 - 1).flatten(1))
+    with pytest.raises(PdfgcError, match="must exceed the 136 landmark coordinates"):
+        FAN(64, 8, 1, 68, feature_dim=136, dropout=0.0, coordinates=True)
+
+
 def test_noise_is_seedable_and_changes_output():
     cfg = model_config("tiny")
     gen = build_networks(cfg, names=("generator",)).generator.eval()
@@ -177,7 +206,7 @@ def test_encoders_output_shapes():
     assert app["vector"].shape == (3, cfg.codes.appearance)
     assert app["map"].shape == (3, cfg.generator.channels[0], 8, 8)  # downsample 8 at 64 px
     assert {k: tuple(v.shape) for k, v in mot.items()} == {
-        "feature": (3, 128), "mouth": (3, 32), "pose": (3, 6), "eye": (3, 6), "emotion": (3, 8)}
+        "feature": (3, 256), "mouth": (3, 32), "pose": (3, 6), "eye": (3, 6), "emotion": (3, 8)}
     assert aud["mouth"].shape == (3, cfg.codes.mouth)
 
 

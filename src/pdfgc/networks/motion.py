@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pdfgc.errors import PdfgcError
+
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False)
@@ -80,12 +82,15 @@ class FAN(nn.Module):
     ``width`` is the stem's channel count (64 in the release); the blocks use 2x and the
     hourglass 4x that. Heatmaps are at image_size / 4; a stride-2 conv to ``squeeze_channels``
     maps (1 in the release), a ReLU (leaky with ``squeeze_slope`` > 0) and a linear layer turn
-    them into ``feature_dim`` values.
+    them into ``feature_dim`` values. With ``coordinates`` (off in the release) the linear
+    layer gives all but the last 2 x ``num_landmarks`` values, and those are each heatmap's
+    soft-argmax (x, y), scaled to [-1, 1]: the face's geometry in a form that does not
+    depend on who the face is.
     """
 
     def __init__(self, image_size: int, width: int, hourglass_depth: int, num_landmarks: int,
                  feature_dim: int, dropout: float, squeeze_channels: int = 1,
-                 squeeze_slope: float = 0.0):
+                 squeeze_slope: float = 0.0, coordinates: bool = False):
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 7, 2, 3)
         self.bn1 = nn.BatchNorm2d(width)
@@ -99,8 +104,12 @@ class FAN(nn.Module):
         self.l0 = nn.Conv2d(4 * width, num_landmarks, 1)
         self.bn5 = nn.BatchNorm2d(num_landmarks)
         self.conv6 = nn.Conv2d(num_landmarks, squeeze_channels, 3, 2, 1)
-        self.fc = nn.Linear(squeeze_channels * (image_size // 8) ** 2, feature_dim)
-        self.squeeze_slope = squeeze_slope
+        learned = feature_dim - 2 * num_landmarks * coordinates
+        if learned < 1:
+            raise PdfgcError(f"model.motion.feature_dim ({feature_dim}) must exceed the "
+                             f"{2 * num_landmarks} landmark coordinates it ends with")
+        self.fc = nn.Linear(squeeze_channels * (image_size // 8) ** 2, learned)
+        self.squeeze_slope, self.coordinates = squeeze_slope, coordinates
 
     def heatmaps(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> landmark heatmaps (B, num_landmarks, H/4, W/4)."""
@@ -113,8 +122,24 @@ class FAN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> f_mot (B, feature_dim)."""
-        x = self.conv6(F.relu(self.bn5(self.heatmaps(x))))  # (B, squeeze, H/8, W/8)
-        return self.fc(F.leaky_relu(torch.flatten(x, 1), self.squeeze_slope))
+        heatmaps = self.heatmaps(x)
+        x = self.conv6(F.relu(self.bn5(heatmaps)))  # (B, squeeze, H/8, W/8)
+        feature = self.fc(F.leaky_relu(torch.flatten(x, 1), self.squeeze_slope))
+        if not self.coordinates:
+            return feature
+        points = soft_argmax(heatmaps) / (heatmaps.shape[-1] - 1) * 2 - 1
+        return torch.cat([feature, points.flatten(1)], 1)
+
+
+def soft_argmax(heatmaps: torch.Tensor, sharpness: float = 10.0) -> torch.Tensor:
+    """Each heatmap's expected position (B, N, 2) as x, y in heatmap pixels, under a softmax
+    of ``sharpness`` times the map (B, N, h, w). A unit peak then holds all but about 1 % of
+    the mass of a 16 x 16 map, so noise elsewhere barely moves the estimate; the price is a
+    bias of up to a quarter pixel towards pixel centres for a Gaussian peak of sigma 1."""
+    weights = torch.softmax(sharpness * heatmaps.flatten(2), -1).unflatten(2, heatmaps.shape[2:])
+    xs = torch.arange(heatmaps.shape[-1], device=heatmaps.device, dtype=heatmaps.dtype)
+    ys = torch.arange(heatmaps.shape[-2], device=heatmaps.device, dtype=heatmaps.dtype)
+    return torch.stack([(weights.sum(2) * xs).sum(-1), (weights.sum(3) * ys).sum(-1)], -1)
 
 
 def head(dim: int) -> nn.Sequential:
@@ -135,10 +160,10 @@ class MotionEncoder(nn.Module):
     def __init__(self, image_size: int, width: int, hourglass_depth: int, num_landmarks: int,
                  feature_dim: int, mouth_dim: int, pose_dim: int, eye_dim: int,
                  emotion_dim: int, dropout: float = 0.5, squeeze_channels: int = 1,
-                 squeeze_slope: float = 0.0):
+                 squeeze_slope: float = 0.0, coordinates: bool = False):
         super().__init__()
         self.model = FAN(image_size, width, hourglass_depth, num_landmarks, feature_dim, dropout,
-                         squeeze_channels, squeeze_slope)
+                         squeeze_channels, squeeze_slope, coordinates)
         self.to_mouth, self.mouth_embed = head(feature_dim), embed(feature_dim, mouth_dim)
         self.to_headpose, self.headpose_embed = head(feature_dim), embed(feature_dim, pose_dim)
         self.to_eye, self.eye_embed = head(feature_dim), embed(feature_dim, eye_dim)

@@ -59,7 +59,8 @@ TERMS: dict[str, Callable[[DictConfig, DictConfig], nn.Module]] = {
     "vgg": lambda loss, model: VGGPerceptualLoss(loss.vgg_weights),
     "l1": lambda loss, model: ReconstructionLoss(loss.lpips, loss.lpips_net),
     "motion": lambda loss, model: MotionConsistencyLoss(loss.motion_kind),
-    "landmarks": lambda loss, model: LandmarkHeatmapLoss(loss.landmark_sigma),
+    "landmarks": lambda loss, model: LandmarkHeatmapLoss(
+        loss.landmark_sigma, loss.landmark_coordinates),
     "identity": lambda loss, model: nn.CrossEntropyLoss(),
     "lip": lambda loss, model: SymmetricInfoNCE(loss.temperature, loss.similarity,
                                                 mse_weight=loss.lip_mse),
