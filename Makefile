@@ -27,7 +27,7 @@ test: setup ## run the test suite (fast tests; `make test-all` adds the slow one
 test-all: setup ## run every test, slow ones included
 	$(PY) -m pytest
 
-demo: setup ## the main job: synthetic data -> every stage -> evaluation -> demo video (~20 min)
+demo: setup ## the main job: synthetic data -> every stage -> evaluation -> demo video (~26 min)
 	$(PY) -m pdfgc.demo
 
 sample: setup ## render the built-in sample with random tiny weights (the inference pipeline)

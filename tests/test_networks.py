@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pdfgc.errors import PdfgcError
+from pdfgc.losses.landmarks import gaussian_heatmaps
 from pdfgc.networks import build_networks
 from pdfgc.networks.checkpoints import (
     RELEASED_FILES,
@@ -17,7 +18,6 @@ from pdfgc.networks.checkpoints import (
     save_released,
 )
 from pdfgc.networks.layers import Blur, ModulatedConv2d, Upsample, make_blur_kernel, upfirdn2d
-from pdfgc.losses.landmarks import gaussian_heatmaps
 from pdfgc.networks.motion import FAN, soft_argmax
 
 from conftest import model_config
