@@ -34,8 +34,8 @@ class LandmarkHeatmapLoss(nn.Module):
     that start from the landmarks every dataset carries. It is the squared error over the
     heatmaps relative to the targets' energy, so a map of zeros scores 1, plus
     ``coordinate_weight`` times the mean distance (heatmap pixels) from each map's soft-argmax
-    to its landmark: the squared error alone places a sigma-1 peak no finer than a pixel,
-    and at 64 px a blink moves the lids by less than that.
+    to its landmark: the squared error changes little when a sigma-1 peak is off by a
+    fraction of a heatmap pixel, and at 64 px a whole blink moves the lids by less than one.
     """
 
     def __init__(self, sigma: float = 1.0, coordinate_weight: float = 0.0):
