@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from pdfgc.train import build_module
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("identity", "motion", "heads", "expression")
+STAGES = ("identity", "trunk", "motion", "heads", "expression")
 
 
 class StepTimer(pl.Callback):

@@ -271,12 +271,18 @@ def test_negatives_come_from_other_times_and_other_clips(coded):
         assert all(row % 4 == 0 for row, _ in codes)
 
 
-def test_eye_anchor_is_negative_with_positive_eyes_pasted(coded):
-    ds = dataset(coded, image_size=48)
+@pytest.mark.parametrize("source", ["clip", "identity"])
+def test_eye_anchor_is_negative_with_positive_eyes_pasted(coded, source):
+    ds = dataset(coded, image_size=48, source=source)
     for i in range(6):
         sample = ds[i]
         anchor, pos, neg = (sample[k] for k in ("eye_anchor", "eye_positive", "eye_negative"))
-        assert torch.equal(pos, sample["target"]) and torch.equal(neg, sample["source"])
+        assert torch.equal(pos, sample["target"])
+        # the negative is another frame of the target's clip, whatever clip the source is of
+        neg_t, neg_clip = frame_code(neg)
+        assert neg_clip == int(sample["clip"]) and neg_t != int(sample["frame"])
+        assert torch.equal(neg, sample["source"]) == (source == "clip" or ds.index.records[
+            neg_clip].identity != "a")  # "a" has other clips; "b" and "c" have one
         pasted = (anchor == pos).all(dim=0)
         assert torch.equal(pasted, ~(anchor == neg).all(dim=0))  # frames differ everywhere
         t = int(sample["frame"])

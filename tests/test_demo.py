@@ -11,12 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from pdfgc.demo import check_targets, run
-from pdfgc.media import probe_video
+from pdfgc.demo import PANEL, check_targets, format_summary, run, save_strip
+from pdfgc.media import VideoWriter, probe_video
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_DATA = [  # 4 identities (2 train, 1 val, 1 test), one 1 s clip each
@@ -27,13 +29,13 @@ TINY_DATA = [  # 4 identities (2 train, 1 val, 1 test), one 1 s clip each
     "data.samples_per_epoch.test=8",
 ]
 TWO_STEPS = [
-    "steps.motion=2", "steps.heads=2", "steps.expression=2", "trainer.val_check_interval=2",
+    "steps.trunk=2", "steps.motion=2", "steps.heads=2", "steps.expression=2",
+    "trainer.val_check_interval=2",
     "trainer.limit_val_batches=1", "callbacks.model_checkpoint.every_n_train_steps=2",
     "callbacks.image_logger.every_n_steps=2", "~callbacks.progress_bar",
     "+trainer.enable_progress_bar=false", "torch_threads=1",
 ]
-QUICK_EVAL = ["max_batches=2", "max_clips=1", "progress=false", "eval.options.oracle.frames=64",
-              "eval.options.oracle.steps=5"]
+QUICK_EVAL = ["max_batches=2", "max_clips=1", "progress=false"]
 PANELS = 5  # appearance | result | pose | emotion | eye
 
 
@@ -71,6 +73,15 @@ def test_quick_demo_trains_every_stage_evaluates_and_renders(quick_demo):
     assert json.loads((out / "summary.json").read_text())["targets"] == summary["targets"]
     assert OmegaConf.load(out / "config.yaml").run_group == "quick"
     assert [r["figure"] for r in summary["targets"]] == list(cfg.targets)
+    rows = {r["figure"]: r for r in summary["targets"]}
+    assert rows["probe/lip/own"]["yardstick"].startswith("untrained ")
+    assert rows["control/pose/leakage"]["yardstick"].startswith("no-control 0; error ")
+    for code in ("lip", "lip_audio", "pose", "eye", "expression"):
+        assert summary["results"][f"probe/{code}/learned"] == pytest.approx(
+            summary["results"][f"probe/{code}/own"]
+            - summary["results"][f"probe/{code}/own_untrained"])
+    for g in ("mouth", "pose", "eye", "emotion"):
+        assert f"control/{g}/transfer" in summary["results"]
     assert list(summary["context"]) == list(cfg.context)
     assert math.isfinite(summary["results"]["psnr/self"])
     assert {f"probe/{c}/own" for c in ("lip", "pose", "eye", "expression")} <= set(
@@ -82,6 +93,8 @@ def test_quick_demo_trains_every_stage_evaluates_and_renders(quick_demo):
     video = probe_video(summary["video"])
     assert video["has_audio"] and video["frames"] > 0
     assert video["width"] == PANELS * video["height"]
+    strip = cv2.imread(summary["strip"])
+    assert summary["strip"] == str(out / "strip.png") and strip.shape[0] > 2 * video["height"]
     assert {"appearance", "audio", "pose", "eye", "emotion"} == set(summary["inputs"])
 
 
@@ -102,6 +115,43 @@ def test_targets_are_checked_against_their_bounds():
         ("psnr", ">= 25.0", True), ("leak", "<= 0.2", False), ("missing", ">= 0.0", False)]
     nan = check_targets({"psnr": float("nan")}, targets)[0]
     assert nan["value"] is None and not nan["met"]
+
+
+def test_each_target_is_shown_beside_what_doing_nothing_scores():
+    results = {"psnr/self": 24.5, "probe/eye/own": 0.85, "probe/eye/own_untrained": 0.1,
+               "probe/eye/leak": 0.3, "probe/eye/leak_untrained": 0.8,
+               "probe/eye/learned": 0.75, "control/pose/transfer": 0.6,
+               "control/pose/leakage": 0.05, "control/pose/error": 0.08,
+               "control/pose/error_nocontrol": 0.19}
+    targets = OmegaConf.create({figure: {"min": 0.0} for figure in results
+                                if not figure.endswith(("untrained", "error", "nocontrol"))})
+    rows = {r["figure"]: r["yardstick"] for r in check_targets(results, targets)}
+    assert rows == {"psnr/self": "", "probe/eye/own": "untrained 0.1",
+                    "probe/eye/leak": "untrained 0.8", "probe/eye/learned": "",
+                    "control/pose/transfer": "no-control 0; error 0.08 vs no-control 0.19",
+                    "control/pose/leakage": "no-control 0; error 0.08 vs no-control 0.19"}
+    summary = {"targets": check_targets(results, targets), "context": {}, "seconds": {},
+               "video": "demo.mp4", "strip": "strip.png", "heatmap": "disentanglement.png"}
+    printed = format_summary(summary, Path("out"))
+    assert "yardstick" in printed.splitlines()[1]
+    assert "untrained 0.8" in printed and "strip: strip.png" in printed
+
+
+def test_the_strip_shows_frames_spread_over_the_video(tmp_path):
+    """Each frame of the panel video is a flat colour that brightens with time, so each
+    row of the strip must be brighter than the one above it."""
+    size, n = 16, 30
+    frames = np.stack([np.full((size, PANELS * size, 3), 8 * k, np.uint8) for k in range(n)])
+    with VideoWriter(tmp_path / "demo.mp4") as writer:
+        writer.write(frames)
+    strip = cv2.imread(str(save_strip(tmp_path / "demo.mp4", tmp_path / "strip.png", 4)),
+                       cv2.IMREAD_GRAYSCALE)
+    assert len(PANEL) == PANELS
+    column = strip[:, strip.shape[1] // 2].astype(int)  # through the middle of the panel
+    dark = np.flatnonzero(column < 250)
+    runs = np.split(dark, np.flatnonzero(np.diff(dark) > 1) + 1)  # the frames: the longest
+    levels = [int(np.median(row)) for row in np.array_split(column[max(runs, key=len)], 4)]
+    assert levels == sorted(levels) and levels[-1] - levels[0] > 150
 
 
 @pytest.mark.slow

@@ -15,9 +15,20 @@ import torch
 
 from pdfgc.errors import PdfgcError
 from pdfgc.features import SAMPLE_RATE, mel_spectrogram, normalize_rms, num_output_frames
-from pdfgc.inference.model import Controls, compose_codes, gaussian_smooth, mean_smooth
+from pdfgc.inference.model import (
+    DEFAULT_EMOTION_WINDOW,
+    Controls,
+    TalkingHeadModel,
+    compose_codes,
+    gaussian_smooth,
+    mean_smooth,
+)
 from pdfgc.inference.pipeline import driver_timeline
 from pdfgc.media import load_audio, probe_video, write_wav
+from pdfgc.networks import build_networks
+from pdfgc.networks.checkpoints import atomic_save, save_released
+
+from conftest import model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +69,18 @@ def test_mean_smooth_uses_two_frames_at_the_ends():
     assert mean_smooth(torch.tensor([[2.0]])).item() == 2.0
 
 
+def test_mean_smooth_windows_are_centred_and_shrink_at_the_ends():
+    x = torch.arange(6.0)[:, None] ** 2  # 0 1 4 9 16 25
+    np.testing.assert_allclose(mean_smooth(x, 5)[:, 0].numpy(),
+                               [5 / 3, 14 / 4, 30 / 5, 55 / 5, 54 / 4, 50 / 3], rtol=1e-6)
+    # an even window starts size // 2 frames back, as the dataset's window does
+    np.testing.assert_allclose(mean_smooth(x, 2)[:, 0].numpy(), [0, 0.5, 2.5, 6.5, 12.5, 20.5])
+    codes = torch.randn(7, 4)
+    assert torch.equal(mean_smooth(codes, 1), codes)
+    released = (codes[:-2] + codes[1:-1] + codes[2:]) / 3  # the release's interior frames
+    assert torch.equal(mean_smooth(codes)[1:-1], released)
+
+
 def test_compose_codes_scales_and_switches():
     n = 4
     mouth, emotion = torch.ones(n, 3), torch.ones(n, 2)
@@ -74,6 +97,42 @@ def test_compose_codes_scales_and_switches():
     off = compose_codes(mouth, emotion, eye, pose,
                         Controls(mouth=False, emotion=False, pose=False))
     assert off[:, :5].abs().sum() == 0 and off[:, 11:].abs().sum() == 0
+
+
+def test_trained_codes_are_raw_but_the_expression_is_the_window_mean():
+    n = 6
+    mouth, eye, pose = torch.randn(n, 3), torch.randn(n, 6), torch.randn(n, 6)
+    emotion = torch.arange(float(n))[:, None].repeat(1, 2)
+    codes = compose_codes(mouth, emotion, eye, pose, Controls(), emotion_window=3)
+    assert torch.equal(codes[:, :3], mouth)          # no x 1.5, no smoothing
+    assert torch.equal(codes[:, 5:11], eye)          # no x 1.2
+    assert torch.equal(codes[:, 11:], pose)          # no pose smoothing
+    np.testing.assert_allclose(codes[:, 3].numpy(), [0.5, 1, 2, 3, 4, 4.5])
+    released = compose_codes(mouth, emotion, eye, pose, Controls())
+    assert not torch.allclose(released[:, :3], mouth)
+    off = compose_codes(mouth, emotion, eye, pose, Controls(blink=False, emotion=False), 3)
+    assert off[:, 3:5].abs().sum() == 0 and off[:, [5, 6, 9, 10]].abs().sum() == 0
+
+
+def test_the_loader_decides_how_codes_are_composed(tmp_path):
+    torch.manual_seed(0)
+    nets = build_networks(model_config("tiny"))
+    save_released(tmp_path / "released", nets)
+    state = {f"nets.{name}.{k}": v for name, net in nets.items()
+             for k, v in net.state_dict().items()}
+    atomic_save({"state_dict": state, "hyper_parameters": {"data": {"emotion_window": 3}}},
+                tmp_path / "run.ckpt")
+    atomic_save({"state_dict": state}, tmp_path / "bare.ckpt")
+    cfg = model_config("tiny")
+    released = TalkingHeadModel.from_config(cfg, str(tmp_path / "released"))
+    trained = TalkingHeadModel.from_config(cfg, str(tmp_path / "run.ckpt"))
+    bare = TalkingHeadModel.from_config(cfg, str(tmp_path / "bare.ckpt"))
+    assert released.emotion_window is None
+    assert (trained.emotion_window, bare.emotion_window) == (3, DEFAULT_EMOTION_WINDOW)
+    codes = {"mouth": torch.ones(4, 3), "emotion": torch.ones(4, 2), "eye": torch.ones(4, 6),
+             "pose": torch.ones(4, 6)}
+    assert released.compose(codes, Controls())[1, 0] == pytest.approx(1.5)
+    assert trained.compose(codes, Controls())[1, 0] == 1.0  # a pdfgc G never saw the x 1.5
 
 
 # --- driver time lines ---------------------------------------------------------------------

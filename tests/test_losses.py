@@ -12,6 +12,7 @@ from torch import nn
 
 from pdfgc.errors import PdfgcError
 from pdfgc.losses import (
+    CodeDecorrelationLoss,
     DecorrelationLoss,
     EyeTripletLoss,
     FeatureMatchingLoss,
@@ -21,6 +22,7 @@ from pdfgc.losses import (
     MotionConsistencyLoss,
     ReconstructionLoss,
     SymmetricInfoNCE,
+    TrunkPerceptualLoss,
     VGGPerceptualLoss,
 )
 from pdfgc.losses.landmarks import gaussian_heatmaps
@@ -240,6 +242,32 @@ def test_decorrelation_gradient_through_current_batch_only():
     assert not loss.bank_a.requires_grad
 
 
+def test_code_decorrelation_small_for_independent_codes_large_for_a_function_of_pose():
+    torch.manual_seed(0)
+    pose, eye = torch.randn(4096, 6), torch.randn(4096, 6)
+    loss = CodeDecorrelationLoss()
+    independent, logs = loss({"mouth": torch.randn(4096, 32), "eye": eye}, {"pose": pose})
+    assert set(logs) == {"mouth_pose", "eye_pose"}
+    assert independent.item() < 0.002  # about 1 / 4096 per dimension pair
+    leaky = pose @ torch.randn(6, 32)  # every dimension a linear function of the pose
+    correlated, logs = loss({"mouth": leaky, "eye": eye}, {"pose": pose})
+    assert logs["mouth_pose"].item() > 0.1 and logs["eye_pose"].item() < 0.002
+    assert correlated.item() == pytest.approx(
+        (logs["mouth_pose"].item() + logs["eye_pose"].item()) / 2)
+    one, _ = loss({"pose_copy": pose[:, :1]}, {"pose": pose[:, :1]})
+    assert one.item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_code_decorrelation_gradient_reaches_the_codes_not_the_reference():
+    torch.manual_seed(0)
+    pose = torch.randn(16, 6, requires_grad=True)
+    code = (pose.detach() @ torch.randn(6, 4)).requires_grad_(True)
+    value, _ = CodeDecorrelationLoss()({"eye": code}, {"pose": pose})
+    value.backward()
+    assert pose.grad is None
+    assert code.grad.abs().sum() > 0
+
+
 # --- regression and motion -----------------------------------------------------------------
 
 def test_masked_regression_ignores_nan_and_masked_rows():
@@ -312,6 +340,17 @@ def test_landmark_coordinate_term_is_the_soft_argmax_distance():
     assert parts["distance"].item() == pytest.approx(2.0, abs=0.25)
     assert total.item() == pytest.approx(parts["heatmap"].item() + 0.5 * parts["distance"].item())
     assert LandmarkHeatmapLoss(1.0)(shifted, points, 64)[1] == {}
+
+
+def test_landmark_heatmap_count_must_match_the_labels():
+    """70 maps for 70 labels (the synthetic data's pupils) work; 68 maps for 70 labels is a
+    one-line user error naming the setting to change."""
+    points = 4.0 + 56.0 * torch.rand(2, 70, 2)
+    loss = LandmarkHeatmapLoss(1.0)
+    assert loss(gaussian_heatmaps(points, 16, 64, 1.0), points, 64)[0].item() == pytest.approx(0.0)
+    with pytest.raises(PdfgcError, match=r"model.motion.num_landmarks=70") as err:
+        loss(torch.zeros(2, 68, 16, 16), points, 64)
+    assert "\n" not in str(err.value)
 
 
 # --- VGG and LPIPS -------------------------------------------------------------------------
@@ -389,6 +428,55 @@ def test_vgg_missing_or_wrong_weights_are_one_line_errors(tmp_path):
         VGGPerceptualLoss(str(wrong))
     with pytest.raises(PdfgcError, match="layer_weights"):
         VGGPerceptualLoss(str(wrong), layer_weights=(1, 1))
+
+
+def save_motion(path, model) -> str:
+    """A pdfgc checkpoint holding a randomly initialised motion encoder of ``model``."""
+    motion = build_networks(model, names=("motion",))["motion"]
+    torch.save({"state_dict": {f"nets.motion.{k}": v for k, v in motion.state_dict().items()}},
+               path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trunk_loss(tmp_path_factory):
+    """The trunk term on a tiny motion encoder (random weights)."""
+    torch.manual_seed(0)
+    model = model_config("tiny")
+    return TrunkPerceptualLoss(model.motion,
+                               save_motion(tmp_path_factory.mktemp("trunk") / "t.ckpt", model))
+
+
+def test_trunk_perceptual_zero_for_identical_gradient_into_the_fake_only(trunk_loss):
+    torch.manual_seed(0)
+    real = (torch.rand(2, 3, 64, 64) * 2 - 1).requires_grad_(True)
+    assert trunk_loss(real.detach(), real.detach().clone())[0].item() == 0.0
+    fake = (real.detach() + 0.3 * torch.randn_like(real)).requires_grad_(True)
+    loss, logs = trunk_loss(fake, real)
+    assert loss.item() > 0 and logs["trunk"].item() == loss.item()
+    loss.backward()
+    assert fake.grad.abs().sum() > 0 and real.grad is None
+    assert all(p.grad is None and not p.requires_grad for p in trunk_loss.parameters())
+
+
+def test_trunk_perceptual_is_frozen_in_eval_mode_and_out_of_checkpoints(trunk_loss):
+    parent = nn.Module()
+    parent.head = nn.Linear(2, 2)
+    parent.trunk = trunk_loss
+    parent.train()
+    assert not trunk_loss.training and not trunk_loss.trunk.m0.dropout.training
+    assert set(parent.state_dict()) == {"head.weight", "head.bias"}
+
+
+def test_trunk_perceptual_needs_a_checkpoint_of_the_configured_trunk(tmp_path):
+    model = model_config("tiny")
+    with pytest.raises(PdfgcError, match="loss.trunk_perceptual needs loss.trunk_weights"):
+        TrunkPerceptualLoss(model.motion, None)
+    other = model_config("tiny")
+    other.motion.width = 8
+    path = save_motion(tmp_path / "other.ckpt", other)
+    with pytest.raises(PdfgcError, match="other.ckpt \\[motion\\]: does not match"):
+        TrunkPerceptualLoss(model.motion, path)
 
 
 def test_reconstruction_l1_only_by_default():

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -15,19 +16,30 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
+from torch.utils.data import default_collate
 
+from pdfgc.data.datasets import TalkingHeadDataset
 from pdfgc.data.synthetic import FACTOR_NAMES, generate_dataset, make_identity, render_frame
+from pdfgc.data.synthetic.factors import EMOTIONS
 from pdfgc.errors import PdfgcError
 from pdfgc.evaluate import run
 from pdfgc.features import prepare_image
 from pdfgc.inference.model import TalkingHeadModel
 from pdfgc.metrics import tabulate
-from pdfgc.metrics.disentanglement import CODE_GROUPS, Disentanglement, fit_ridge, probe_r2
+from pdfgc.metrics.disentanglement import (
+    CODE_GROUPS,
+    HEADS,
+    Disentanglement,
+    UntrainedHeads,
+    fit_ridge,
+    probe_r2,
+    probe_targets,
+)
 from pdfgc.metrics.fid import FID, InceptionFeatures, resize_bilinear_tf1
 from pdfgc.metrics.identity import DlibEmbedder, cosine
 from pdfgc.metrics.landmarks import MOUTH, detect_landmarks, detection_images, landmark_distance
 from pdfgc.metrics.lpips import LPIPS
-from pdfgc.metrics.oracle import OracleControl, random_frames, train_oracle
+from pdfgc.metrics.oracle import FactorOracle, OracleControl, random_frames, train_oracle
 from pdfgc.metrics.psnr_ssim import PSNR, SSIM
 from pdfgc.metrics.registry import (
     MetricContext,
@@ -38,6 +50,7 @@ from pdfgc.metrics.registry import (
 )
 from pdfgc.metrics.render import EvalRenderer, partner_indices
 from pdfgc.metrics.syncnet import SyncNet, SyncNetScorer, load_syncnet, mfcc, sync_score
+from pdfgc.metrics.transfer import GROUPS, GroundTruth, Transfer, gaussian_blur
 from pdfgc.networks import build_networks
 from pdfgc.networks.checkpoints import atomic_save, save_released
 from pdfgc.samples import portrait
@@ -46,7 +59,7 @@ from conftest import model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_METRICS = ["blink", "csim", "disentanglement", "fid", "lmd", "lpips", "lse", "oracle",
-               "own_sync", "pose", "psnr", "ssim"]
+               "own_sync", "pose", "psnr", "ssim", "transfer"]
 DATA = {"num_identities": 4, "clips_per_identity": 2, "seconds": 1.0, "image_size": 64,
         "val_identities": 1, "test_identities": 2, "seed": 0}
 
@@ -258,31 +271,105 @@ def test_leave_one_clip_out_penalty_does_not_overfit_near_duplicate_frames():
     assert np.abs(by_clip[1:]).max() < 0.25
 
 
-def test_disentanglement_matrix_and_heatmap(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 160
+def synthetic_probe_data(n: int = 160, frames_per_clip: int = 4, seed: int = 0):
+    """True factors (n, F) shaped like the synthetic data's (one emotion and intensity per
+    clip, neutral at intensity 0), their clip ids, and the weighted emotion columns."""
+    rng = np.random.default_rng(seed)
+    clips = np.arange(n) // frames_per_clip
     factors = rng.uniform(-1, 1, (n, len(FACTOR_NAMES)))
-    columns = {name: [FACTOR_NAMES.index(f) for f in group] for name, group in
-               {"lip": ("mouth_open", "mouth_round"), "pose": ("yaw", "pitch", "roll")}.items()}
+    emotion = rng.integers(len(EMOTIONS), size=clips.max() + 1)[clips]
+    intensity = np.where(emotion == 0, 0.0, rng.uniform(0.3, 1.0, clips.max() + 1)[clips])
+    first = FACTOR_NAMES.index("emotion_neutral")
+    factors[:, first:first + len(EMOTIONS)] = np.eye(len(EMOTIONS))[emotion]
+    factors[:, FACTOR_NAMES.index("emotion_intensity")] = intensity
+    weighted = np.eye(len(EMOTIONS))[emotion][:, 1:] * intensity[:, None]  # (n, 4)
+    return factors, clips, weighted
+
+
+def test_probe_targets_add_the_intensity_weighted_emotions():
+    factors, _, weighted = synthetic_probe_data()
+    targets, names = probe_targets(factors, list(FACTOR_NAMES))
+    assert names == [*FACTOR_NAMES, "happy_x_intensity", "sad_x_intensity",
+                     "angry_x_intensity", "surprised_x_intensity"]
+    np.testing.assert_array_equal(targets[:, :len(FACTOR_NAMES)], factors)
+    np.testing.assert_array_equal(targets[:, len(FACTOR_NAMES):], weighted)
+
+
+def test_untrained_heads_are_reinitialised_on_the_shared_trained_trunk():
+    torch.manual_seed(1)
+    nets = build_networks(model_config("tiny")).eval()
+    before = {k: v.clone() for k, v in nets.state_dict().items()}
+    untrained = UntrainedHeads(nets)
+    again = UntrainedHeads(nets)
+    assert untrained.motion.model is nets.motion.model  # the trained trunk, not a copy
+    for head in ("to_mouth", "headpose_embed", "to_eye", "emo_embed"):
+        assert not torch.equal(untrained.motion.get_submodule(head)[-1].weight,
+                               nets.motion.get_submodule(head)[-1].weight)
+    assert all(torch.equal(v, before[k]) for k, v in nets.state_dict().items())
+    feature = torch.randn(5, 256)
+    mel = torch.rand(5, 1, 80, 20)
+    codes, codes_again = untrained.codes(feature, mel), again.codes(feature, mel)
+    assert set(codes) == set(HEADS)
+    assert codes["lip"].shape == (5, 32) and codes["expression"].shape == (5, 8)
+    assert all(torch.equal(codes[k], codes_again[k]) for k in HEADS)  # a fixed seed
+    trained = nets.motion.heads(feature)
+    assert not torch.allclose(codes["lip"], trained["mouth"])
+    assert not torch.allclose(codes["lip_audio"], nets.audio(mel)["mouth"])
+
+
+def test_disentanglement_matrix_beside_untrained_heads_and_heatmap(tmp_path):
+    """f_mot holds yaw, so even a random head on it reads yaw; the trained codes read their
+    own factors only: lip the mouth, pose yaw .. ty (not tz), expression the weighted
+    emotions."""
+    rng = np.random.default_rng(0)
+    factors, clips, weighted = synthetic_probe_data()
+    n = len(factors)
+    yaw = factors[:, [FACTOR_NAMES.index("yaw")]]
+    own = {"lip": factors[:, [FACTOR_NAMES.index(f) for f in ("mouth_open", "mouth_round")]],
+           "pose": factors[:, [FACTOR_NAMES.index(f) for f in ("yaw", "pitch", "roll", "tx",
+                                                               "ty")]],
+           "expression": weighted}
     codes = {name: rng.standard_normal((n, 6)) for name in CODE_GROUPS}  # noise ...
-    for name, cols in columns.items():  # ... but lip and pose read their own factors
-        codes[name] = factors[:, cols] @ rng.standard_normal((len(cols), 6))
+    for name, x in own.items():  # ... but these read their own factors
+        codes[name] = x @ rng.standard_normal((x.shape[1], 6))
+    codes["motion"] = 3 * yaw @ rng.standard_normal((1, 256)) + rng.standard_normal((n, 256))
+    torch.manual_seed(0)
+    nets = build_networks(model_config("tiny")).eval()
+    renderer = SimpleNamespace(model=SimpleNamespace(nets=nets))
     metric = Disentanglement(context(tmp_path, factor_names=FACTOR_NAMES))
     for start in range(0, n, 40):
         part = slice(start, start + 40)
         batch = StubBatch(torch.zeros(1), None, factors=torch.from_numpy(factors[part]),
-                          clip=torch.arange(start, start + 40) // 4)
-        batch.probe_codes = {k: torch.from_numpy(v[part]) for k, v in codes.items()}
+                          clip=torch.from_numpy(clips[part]),
+                          window_mel=torch.rand(40, 3, 1, 80, 20))
+        batch.renderer = renderer
+        batch.probe_codes = {k: torch.from_numpy(v[part]).float() for k, v in codes.items()}
         metric.update(batch)
     out = metric.compute()
-    assert out.results["probe/lip/own"] > 0.9 and out.results["probe/lip/leak"] < 0.2
-    assert out.results["probe/eye/own"] < 0.2 and out.results["probe/appearance/mean"] < 0.1
+    results = out.results
+    assert results["probe/lip/own"] > 0.9 and results["probe/lip/leak"] < 0.2
+    assert results["probe/pose/own"] > 0.9 and results["probe/pose/tz"] < 0.2
+    assert results["probe/expression/own"] > 0.9
+    assert results["probe/expression/intensity"] > 0.3  # read through the weighted columns
+    assert results["probe/eye/own"] < 0.2 and results["probe/appearance/mean"] < 0.1
+    for code in HEADS:
+        assert results[f"probe/{code}/learned"] == pytest.approx(
+            results[f"probe/{code}/own"] - results[f"probe/{code}/own_untrained"])
+    assert results["probe/lip/leak_untrained"] > 0.5  # a random head reads f_mot's yaw
+    assert results["probe/lip/learned"] > 0.8
+    assert results["probe/lip_audio/own_untrained"] < 0.2  # random audio, random mels
     r2 = np.array(out.details["probe/r2"])
-    assert r2.shape == (len(CODE_GROUPS), len(FACTOR_NAMES))
-    assert r2[list(CODE_GROUPS).index("pose"), FACTOR_NAMES.index("yaw")] > 0.95
+    r2_untrained = np.array(out.details["probe/r2_untrained"])
+    names = out.details["probe/factors"]
+    assert r2.shape == (len(CODE_GROUPS), len(FACTOR_NAMES) + 4)
+    assert r2_untrained.shape == (len(HEADS), len(names))
+    yaw_column = names.index("yaw")
+    assert r2[list(CODE_GROUPS).index("lip"), yaw_column] < 0.2
+    assert r2_untrained[HEADS.index("lip"), yaw_column] > 0.5
     image = cv2.imread(str(tmp_path / "disentanglement.png"))
-    assert image is not None and image.shape[0] > 100
-    assert "mouth_open" in out.report
+    assert image is not None and image.shape[0] > 100 and image.shape[1] > image.shape[0] / 2
+    assert "mouth_open" in out.report and "lip untrained" in out.report
+    assert "happy_x_intensity" in out.report
 
 
 # ----------------------------------------------------------------------------- oracle
@@ -329,8 +416,121 @@ def test_a_random_generator_scores_worse_than_ground_truth_on_the_oracle(oracle_
     assert results["oracle/real_error"] < results["oracle/recon_error"]
     assert results["oracle/real_error"] < results["oracle/chance_error"]
     assert "yaw" not in out.details["oracle/unreliable"]  # figures use factors read well
-    assert np.isfinite(results["control/pose/error"])
-    assert results["control/mouth/leakage"] >= 0  # how far the (reliable) pose factors moved
+    assert np.isfinite(results["oracle/pose/error"])
+    assert results["oracle/mouth/leakage"] >= 0  # how far the (reliable) pose factors moved
+    assert not any(k.startswith("control/") for k in results)  # those are transfer's
+
+
+def test_oracle_leakage_is_the_largest_other_factor_moved(tmp_path):
+    """An oracle that reads factors off (B, F) "images" as they are: a mouth swap that moves
+    one pose factor by 0.3 of its range leaks 0.3, however many other factors stay put."""
+    oracle = FactorOracle(FACTOR_NAMES)
+    oracle.r2.fill_(1.0)  # every factor reliable; range 1
+    oracle.forward = lambda images: images
+    truth = torch.rand(4, len(FACTOR_NAMES), generator=torch.Generator().manual_seed(0))
+    yaw = FACTOR_NAMES.index("yaw")
+
+    class Batch:
+        data = {"target": truth, "factors": truth}
+        fake, partner = truth, torch.tensor([1, 0, 3, 2])
+
+        @staticmethod
+        def swapped(group):
+            moved = truth.clone()
+            moved[:, yaw] += 0.3 if group == "mouth" else 0.0
+            return moved
+
+    metric = OracleControl(context(tmp_path, factor_names=FACTOR_NAMES), oracle=oracle)
+    metric.update(Batch())
+    results = metric.compute().results
+    assert results["oracle/mouth/leakage"] == pytest.approx(0.3)
+    assert results["oracle/pose/leakage"] == pytest.approx(0.0)
+
+
+# ----------------------------------------------------------------------------- transfer
+
+@pytest.fixture(scope="module")
+def transfer_setup(tiny_data):
+    """A test batch of the tiny dataset, the random tiny model's renderer, and the batch's
+    ground truth frames (T0 under None, Th under each group)."""
+    dataset = TalkingHeadDataset(tiny_data, "test", image_size=64, emotion_window=3,
+                                 negatives=0, samples_per_epoch=8)
+    data = default_collate([dataset[i] for i in range(8)])
+    torch.manual_seed(0)
+    renderer = EvalRenderer(TalkingHeadModel(build_networks(model_config("tiny"))), chunk=8)
+    truth = GroundTruth(tiny_data, dataset.factor_names, 64, crop=True)
+    return {"root": tiny_data, "names": dataset.factor_names, "data": data,
+            "renderer": renderer, "truth": truth.swaps(renderer.frame_batch(data))}
+
+
+def transfer_results(setup, tmp_path, fake=None, swapped=None) -> dict[str, float]:
+    """The transfer metric on the batch, its renders replaced by ``fake`` (R0) and
+    ``swapped(group)`` (Rg) where given."""
+    batch = setup["renderer"].frame_batch(setup["data"])
+    if fake is not None:
+        batch.fake = fake
+    if swapped is not None:
+        batch.swapped = swapped
+    metric = Transfer(context(tmp_path, factor_names=setup["names"], data_root=setup["root"]))
+    metric.update(batch)
+    return metric.compute().results
+
+
+def test_the_ground_truth_is_the_dataset_frame_of_the_right_speaker(transfer_setup):
+    truth, target = transfer_setup["truth"], transfer_setup["data"]["target"]
+    own = (truth[None] - target).abs().mean()
+    other = (truth[None].roll(1, 0) - target).abs().mean()
+    assert own < 0.05 < other  # only the mp4's compression separates it from the data
+    for group in GROUPS:  # each swap changes the frame
+        assert (truth[group] - truth[None]).abs().mean() > 1e-3, group
+
+
+def test_a_render_that_ignores_the_swap_transfers_nothing(transfer_setup, tmp_path):
+    fake = transfer_setup["renderer"].frame_batch(transfer_setup["data"]).fake
+    results = transfer_results(transfer_setup, tmp_path, fake=fake, swapped=lambda g: fake)
+    for group in GROUPS:
+        assert abs(results[f"control/{group}/transfer"]) < 1e-9
+        assert results[f"control/{group}/leakage"] < 1e-9
+        assert results[f"control/{group}/error"] == pytest.approx(
+            results[f"control/{group}/error_nocontrol"])
+
+
+def test_a_perfect_render_transfers_all_and_leaks_nothing(transfer_setup, tmp_path):
+    truth = transfer_setup["truth"]
+    results = transfer_results(transfer_setup, tmp_path, fake=truth[None],
+                               swapped=truth.__getitem__)
+    for group in GROUPS:
+        assert results[f"control/{group}/transfer"] == pytest.approx(1.0, abs=1e-6)
+        assert results[f"control/{group}/leakage"] < 1e-6
+        assert results[f"control/{group}/error"] < 1e-9
+        assert results[f"control/{group}/error_nocontrol"] > 1e-3
+
+
+def test_a_render_that_moves_the_wrong_group_leaks(transfer_setup, tmp_path):
+    truth = transfer_setup["truth"]
+    wrong = dict(zip(GROUPS, GROUPS[1:] + GROUPS[:1], strict=True))  # mouth moves pose ...
+    results = transfer_results(transfer_setup, tmp_path, fake=truth[None],
+                               swapped=lambda group: truth[wrong[group]])
+    for group in GROUPS:
+        assert results[f"control/{group}/transfer"] == pytest.approx(0.0, abs=1e-6)
+        assert results[f"control/{group}/leakage"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_random_model_is_scored_with_every_figure(transfer_setup, tmp_path):
+    results = transfer_results(transfer_setup, tmp_path)
+    assert set(results) == {f"control/{g}/{k}" for g in GROUPS
+                            for k in ("transfer", "leakage", "error", "error_nocontrol")}
+    assert all(np.isfinite(v) for v in results.values())
+
+
+def test_gaussian_blur_keeps_constants_and_spreads_a_point():
+    flat = torch.full((1, 3, 16, 16), 0.7)
+    assert torch.allclose(gaussian_blur(flat, 1.5), flat)
+    point = torch.zeros(1, 1, 16, 16)
+    point[0, 0, 8, 8] = 1.0
+    blurred = gaussian_blur(point, 1.0)
+    assert blurred.sum() == pytest.approx(1.0) and blurred[0, 0, 8, 8] < 0.2
+    assert torch.equal(gaussian_blur(point, 0.0), point)
 
 
 def test_partners_are_of_another_identity_when_there_is_one():
@@ -420,8 +620,9 @@ def test_evaluate_py_end_to_end_on_released_tiny_weights(tiny_data, tiny_weights
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["frames"] == 8 and record["clips"] == 2 and record["skipped"] == {}
     for key in ("psnr/self", "ssim/self", "lpips/self", "csim/self", "csim/cross",
-                "own_sync/c", "own_sync/c_real", "probe/pose/own", "oracle/real_error",
-                "control/pose/leakage", "lmd/detected", "pose/error_deg", "blink/corr"):
+                "own_sync/c", "own_sync/c_real", "probe/pose/own", "probe/pose/learned",
+                "oracle/real_error", "oracle/pose/leakage", "lmd/detected", "pose/error_deg",
+                "blink/corr"):
         assert key in record["results"], key
     assert cv2.imread(str(out / "disentanglement.png")) is not None
     assert (out / "config.yaml").is_file()

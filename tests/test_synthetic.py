@@ -10,7 +10,9 @@ import pytest
 
 from pdfgc.data.manifest import read_labels, read_manifest
 from pdfgc.data.synthetic import (
+    EMOTIONS,
     FACTOR_NAMES,
+    NUM_LANDMARKS,
     contact_sheet,
     ensure_dataset,
     eye_boxes,
@@ -18,12 +20,19 @@ from pdfgc.data.synthetic import (
     make_identity,
     mouth_from_audio,
     neutral_factors,
+    random_factors,
     render_clip,
     render_frame,
 )
 from pdfgc.data.synthetic import generate as generate_module
 from pdfgc.data.synthetic.__main__ import main
-from pdfgc.data.synthetic.factors import motion_tracks
+from pdfgc.data.synthetic.factors import (
+    BLINK_RATE,
+    EMOTION_FLOOR,
+    LID_DRIFT,
+    POSE_LIMITS,
+    motion_tracks,
+)
 from pdfgc.data.synthetic.speech import synthesize_speech, vowel_sound
 from pdfgc.errors import PdfgcError
 from pdfgc.features import SAMPLE_RATE
@@ -31,7 +40,9 @@ from pdfgc.media import FrameSource, probe_video
 
 SIZE = 128
 TINY = dict(num_identities=4, clips_per_identity=2, seconds=0.4, image_size=32,
-            val_identities=1, test_identities=1, seed=3, workers=1)
+            val_identities=1, test_identities=1, seed=3, workers=1, test_clips_per_identity=3)
+PUPILS = [68, 69]  # image-left, image-right pupil centre, after the 68 iBUG points
+UPPER_LIDS = [37, 38, 43, 44]
 
 
 @pytest.fixture(scope="module")
@@ -105,15 +116,46 @@ def test_factor_ranges_over_many_clips():
               for s in range(40)]
     yaw = np.concatenate([t["yaw"] for t in tracks])
     assert np.abs(yaw).max() <= 25 and yaw.std() > 4
-    blink = np.concatenate([t["blink"] for t in tracks])
-    assert blink.min() >= 0 and blink.max() <= 1 and (blink > 0.7).any()
-    assert (blink == 0).mean() > 0.5  # short events, eyes open most of the time
-    gaze = np.concatenate([t["gaze_x"] for t in tracks])
-    assert np.abs(gaze).max() <= 1 and gaze.std() > 0.2
-    categories = {int(np.argmax([t[f"emotion_{e}"][0] for e in
-                                 ("neutral", "happy", "sad", "angry", "surprised")]))
-                  for t in tracks}
+    blink = np.stack([t["blink"] for t in tracks])  # (clips, frames)
+    assert blink.min() >= 0 and blink.max() <= 1
+    assert (np.diff(blink, axis=1) != 0).all()  # the lid drift moves the lids on every frame
+    assert np.median(blink) < LID_DRIFT  # eyes mostly open ...
+    closed = blink > 0.9  # ... and full blinks, about BLINK_RATE a second at 25 fps
+    onsets = (closed[:, 1:] & ~closed[:, :-1]).sum() / (blink.size / 25)
+    assert 0.4 * BLINK_RATE < onsets < 1.5 * BLINK_RATE
+    for axis in ("gaze_x", "gaze_y"):
+        gaze = np.concatenate([t[axis] for t in tracks])
+        assert np.abs(gaze).max() <= 1 and np.abs(gaze).max() > 0.95 and gaze.std() > 0.3
+    categories = {int(np.argmax([t[f"emotion_{e}"][0] for e in EMOTIONS])) for t in tracks}
     assert categories == {0, 1, 2, 3, 4}
+    for t in tracks:
+        intensity = t["emotion_intensity"]
+        if t["emotion_neutral"][0]:
+            assert not intensity.any()
+        else:
+            assert intensity.min() >= EMOTION_FLOOR and intensity.max() <= 1
+
+
+def test_random_factors_cover_the_clip_ranges_independently():
+    rng = np.random.default_rng(0)
+    draws = [random_factors(rng) for _ in range(4000)]
+    assert all(set(d) == set(FACTOR_NAMES) for d in draws)
+    table = {name: np.array([d[name] for d in draws]) for name in FACTOR_NAMES}
+    for name, limit in POSE_LIMITS.items():
+        assert np.abs(table[name]).max() <= limit and np.abs(table[name]).max() > 0.95 * limit
+    for name in ("mouth_open", "mouth_round", "blink"):
+        assert table[name].min() >= 0 and table[name].max() <= 1 and table[name].max() > 0.95
+    assert 0.6 < (table["blink"] <= LID_DRIFT).mean() < 0.7  # half within the drift, half any
+    for name in ("gaze_x", "gaze_y"):
+        assert np.abs(table[name]).max() <= 1 and np.abs(table[name]).max() > 0.99
+    onehot = np.stack([table[f"emotion_{e}"] for e in EMOTIONS], axis=1)
+    assert (onehot.sum(axis=1) == 1).all() and (onehot.mean(axis=0) > 0.15).all()
+    intensity = table["emotion_intensity"]
+    assert (intensity[onehot[:, 0] == 1] == 0).all()
+    assert intensity[onehot[:, 0] == 0].min() >= EMOTION_FLOOR and intensity.max() <= 1
+    correlation = np.corrcoef(np.stack([table[n] for n in ("yaw", "blink", "gaze_x", "gaze_y",
+                                                           "mouth_open", "emotion_intensity")]))
+    assert np.abs(correlation - np.eye(6)).max() < 0.1  # drawn independently
 
 
 # --------------------------------------------------------------------------- layout
@@ -143,7 +185,7 @@ def test_released_crop_keeps_the_face(person, pose):
 def test_image_size_224_renders(person):
     image, points = render_frame(person, {"mouth_open": 0.5}, 224)
     assert image.shape == (224, 224, 3) and image.dtype == np.uint8
-    assert points.shape == (68, 2) and points.dtype == np.float32
+    assert points.shape == (NUM_LANDMARKS, 2) == (70, 2) and points.dtype == np.float32
 
 
 # --------------------------------------------------------------------------- locality
@@ -167,9 +209,10 @@ def test_blink_changes_the_eyes_not_the_mouth(person, rest):
     assert diff[eyes].sum() > 20
     assert not diff[~eyes].any()
     np.testing.assert_allclose(eye_boxes(closed_points), eye_boxes(points), atol=0.5)
-    # the upper lid lands on the lower lid
-    np.testing.assert_allclose(closed_points[[37, 38, 43, 44]], closed_points[[41, 40, 47, 46]],
+    # the upper lid lands on the lower lid; the pupil landmarks stay where the iris is
+    np.testing.assert_allclose(closed_points[UPPER_LIDS], closed_points[[41, 40, 47, 46]],
                                atol=0.05)
+    np.testing.assert_array_equal(closed_points[PUPILS], points[PUPILS])
 
 
 def test_gaze_moves_only_the_pupils(person, rest):
@@ -178,7 +221,32 @@ def test_gaze_moves_only_the_pupils(person, rest):
     diff = changed(image, looked)
     eyes = box_mask(eye_boxes(points)[0]) | box_mask(eye_boxes(points)[1])
     assert diff[eyes].sum() > 10 and not diff[~eyes].any()
-    np.testing.assert_array_equal(looked_points, points)
+    np.testing.assert_array_equal(looked_points[:68], points[:68])
+    shift = looked_points[PUPILS] - points[PUPILS]  # (2, 2): both pupils right and up
+    assert (shift[:, 0] > 0).all() and (shift[:, 1] < 0).all()
+    np.testing.assert_allclose(shift[0], shift[1], atol=0.1)
+
+
+def test_pupil_landmarks_are_the_iris_centres(person, rest):
+    """At rest each pupil landmark is at its eye's centre; posed, it follows the head."""
+    points = rest[1]
+    for pupil, first in zip(PUPILS, (36, 42), strict=True):
+        corners = points[[first, first + 3]].mean(axis=0)
+        assert np.abs(points[pupil] - corners).max() < 1.5 * SIZE / 224
+    turned = render(person, yaw=20, roll=10, tx=0.05)[1]
+    assert np.linalg.norm(turned[PUPILS] - points[PUPILS], axis=1).min() > 2
+
+
+def test_blink_and_gaze_move_landmarks_beyond_the_trunk_error_at_64px(person):
+    """At 64 px a full blink moves the upper lids and full gaze the pupils by several
+    times the 0.8 px landmark error of a trained 64 px trunk."""
+    points = render_frame(person, None, 64)[1]
+    closed = render_frame(person, {"blink": 1.0}, 64)[1]
+    lid = np.abs(closed[UPPER_LIDS, 1] - points[UPPER_LIDS, 1])
+    assert lid.mean() > 3.5 and np.abs(closed[PUPILS] - points[PUPILS]).max() == 0
+    for gaze, axis, travel in (("gaze_x", 0, 3.0), ("gaze_y", 1, 1.7)):
+        ends = [render_frame(person, {gaze: g}, 64)[1][PUPILS, axis] for g in (-1.0, 1.0)]
+        assert (ends[1] - ends[0] > 2 * travel).all(), gaze
 
 
 def test_emotion_changes_brows_and_mouth_corners(person, rest):
@@ -200,6 +268,24 @@ def test_emotion_changes_brows_and_mouth_corners(person, rest):
     surprised = render(person, emotion_neutral=0.0, emotion_surprised=1.0,
                        emotion_intensity=1.0)[1]
     assert surprised[17:27, 1].mean() < points[17:27, 1].mean() - 2  # brows up
+
+
+@pytest.mark.parametrize("emotion", EMOTIONS)
+def test_full_emotions_stay_plausible(emotion):
+    """At full intensity each brow stays above its eye's upper lid (the polyline through the
+    lid landmarks, where the brow is over it), and the lids and lips keep their order."""
+    for index in range(8):
+        points = render_frame(make_identity(index, seed=2),
+                              {"emotion_neutral": 0.0, f"emotion_{emotion}": 1.0,
+                               "emotion_intensity": 1.0}, SIZE)[1]
+        for brow, lid in (([17, 18, 19, 20, 21], [36, 37, 38, 39]),
+                          ([22, 23, 24, 25, 26], [42, 43, 44, 45])):
+            over = points[brow][(points[brow, 0] > points[lid, 0].min())
+                                & (points[brow, 0] < points[lid, 0].max())]
+            assert len(over) >= 3
+            assert (over[:, 1] < np.interp(over[:, 0], *points[lid].T)).all(), (index, brow)
+        assert (points[[37, 38, 43, 44], 1] < points[[41, 40, 47, 46], 1]).all()
+        assert (points[49:54, 1] < points[[59, 58, 57, 56, 55], 1]).all()  # outer lips
 
 
 def test_zero_intensity_is_neutral(person, rest):
@@ -246,6 +332,10 @@ def test_landmarks_lie_on_the_drawn_features(index):
     for first in (36, 42):  # the eye centre shows the iris or pupil
         centre = np.round(points[first: first + 6].mean(axis=0)).astype(int)
         assert np.abs(image[centre[1], centre[0]].astype(float) - skin).max() > 30
+    for gaze in (dict(), dict(gaze_x=0.8, gaze_y=0.3), dict(gaze_x=-0.8, gaze_y=-0.3)):
+        image, points = render(person, **gaze)
+        for landmark in PUPILS:  # the dark pupil
+            assert colour(landmark).max() < 60, (landmark, gaze)
 
 
 def test_eye_boxes_contain_the_eyes(rest):
@@ -299,13 +389,14 @@ def test_clip_labels_follow_the_audio(person):
 
 def test_dataset_round_trip(tiny_dataset):
     root, records = tiny_dataset
-    assert read_manifest(root) == records and len(records) == 8
-    splits = {}
+    assert read_manifest(root) == records and len(records) == 3 * 2 + 3
+    splits, clips = {}, {}
     for record in records:
         splits.setdefault(record.split, set()).add(record.identity)
+        clips[record.split] = clips.get(record.split, 0) + 1
         assert record.source == "synthetic" and record.image_size == 32 and record.frames == 10
         labels = read_labels(root / record.labels)
-        assert labels["landmarks"].shape == (10, 68, 2)
+        assert labels["landmarks"].shape == (10, 70, 2)
         assert labels["pose"].shape == (10, 6) and labels["blink"].shape == (10,)
         assert labels["gaze"].shape == (10, 2) and labels["eye_boxes"].shape == (10, 2, 4)
         assert labels["mel"].shape[1] == 80 and labels["mel"].shape[0] >= 40
@@ -315,7 +406,9 @@ def test_dataset_round_trip(tiny_dataset):
         assert info["frames"] == 10 and info["has_audio"] and info["width"] == 32
         assert info["audio_seconds"] == pytest.approx(0.4, abs=0.07)
     assert {k: len(v) for k, v in splits.items()} == {"train": 2, "val": 1, "test": 1}
+    assert clips == {"train": 4, "val": 2, "test": 3}  # test_clips_per_identity for the test
     assert not set.intersection(*splits.values())
+    assert json.loads((root / "generation.json").read_text())["test_clips_per_identity"] == 3
 
 
 def test_stored_clips_match_render_clip(tiny_dataset):
@@ -342,22 +435,25 @@ def test_same_seed_same_dataset(tiny_dataset, tmp_path):
 
 
 def test_resume_skips_finished_clips(tmp_path, monkeypatch):
-    generate_dataset(tmp_path, **{**TINY, "num_identities": 3, "clips_per_identity": 1})
+    params = {**TINY, "num_identities": 3, "clips_per_identity": 1, "test_clips_per_identity": 1}
+    generate_dataset(tmp_path, **params)
     (tmp_path / "clips/syn0001/000.npz").unlink()
     written = []
     real = generate_module._write_clip
     monkeypatch.setattr(generate_module, "_write_clip",
                         lambda job: written.append(job) or real(job))
-    records = generate_dataset(tmp_path, **{**TINY, "num_identities": 3, "clips_per_identity": 1})
+    records = generate_dataset(tmp_path, **params)
     assert [(job.identity, job.clip) for job in written] == [(1, 0)]
     assert len(records) == 3 and (tmp_path / "clips/syn0001/000.npz").is_file()
 
 
 def test_ensure_dataset_generates_only_when_needed(tmp_path, monkeypatch):
     params = {**TINY, "num_identities": 3, "clips_per_identity": 1}
+    del params["test_clips_per_identity"]
     first = ensure_dataset(tmp_path, **params)
     stored = json.loads((tmp_path / "generation.json").read_text())
     assert stored["image_size"] == 32 and "workers" not in stored
+    assert stored["test_clips_per_identity"] == 1 and len(first) == 3  # the default
 
     def fail(*args, **kwargs):
         raise AssertionError("regenerated")
@@ -372,7 +468,8 @@ def test_ensure_dataset_generates_only_when_needed(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("bad", [dict(image_size=33), dict(image_size=8),
                                  dict(num_identities=2), dict(val_identities=-1),
-                                 dict(clips_per_identity=0), dict(seconds=0.01),
+                                 dict(clips_per_identity=0), dict(test_clips_per_identity=0),
+                                 dict(seconds=0.01),
                                  dict(workers=0)])
 def test_bad_settings_are_user_errors(tmp_path, bad):
     with pytest.raises(PdfgcError) as err:
@@ -393,10 +490,11 @@ def test_contact_sheet(tiny_dataset, tmp_path):
 def test_command_line(tmp_path, capsys):
     main([str(tmp_path / "data"), "--image-size", "32", "--identities", "3",
           "--clips-per-identity", "1", "--seconds", "0.2", "--val-identities", "1",
-          "--test-identities", "1", "--workers", "1", "--rows", "1", "--cols", "2"])
-    assert "3 clips" in capsys.readouterr().out
+          "--test-identities", "1", "--test-clips-per-identity", "2", "--workers", "1",
+          "--rows", "1", "--cols", "2"])
+    assert "4 clips" in capsys.readouterr().out
     assert (tmp_path / "data" / "contact_sheet.png").is_file()
-    assert len(read_manifest(tmp_path / "data")) == 3
+    assert [r.split for r in read_manifest(tmp_path / "data")] == ["train", "val", "test", "test"]
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "bad"), "--image-size", "31"])
     assert exit_info.value.code == 2

@@ -34,6 +34,11 @@ from conftest import model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN = ("motion", "heads", "expression")
+DEMO_CHAIN = ("trunk", *CHAIN)  # experiment=demo starts stage 1 from the trunk stage
+CHAINS = {"demo": DEMO_CHAIN}  # an experiment's stages, in order (default: CHAIN)
+# the FAN trunk's layers (hourglass and heatmaps); bn5, conv6 and fc squeeze them into f_mot
+TRUNK = ("conv1", "bn1", "conv2", "conv3", "conv4", "m0", "top_m_0", "conv_last0", "bn_end0",
+         "l0")
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 DATA = [  # 4 identities (2 train) x 1 clip of 1 s; 8 training samples an epoch
     "data=synthetic", "data.generate.num_identities=4", "data.generate.clips_per_identity=1",
@@ -168,10 +173,14 @@ def test_init_from_loads_the_earlier_stage_by_name_and_reports_the_rest(chain, d
 
 def test_init_map_starts_g_from_g0_with_its_appearance_columns(chain, data_dir):
     group, _ = chain
-    cfg = compose_train(group.parents[2], data_dir, "stage=expression", "run_group=chain",
-                        "stage.init_from=${group_dir}/motion/checkpoints/last.ckpt",
-                        "stage.init_map={generator0: generator}")
+    overrides = ["stage=expression", "run_group=chain", "stage.init_map={generator0: generator}"]
+    cfg = compose_train(group.parents[2], data_dir, *overrides,
+                        "stage.init_from=${group_dir}/motion/checkpoints/last.ckpt")
+    torch.manual_seed(0)
     module = build_module(cfg)
+    torch.manual_seed(0)  # the same networks, initialised alike, not loaded
+    fresh = build_module(compose_train(group.parents[2], data_dir, *overrides,
+                                       "stage.init_from=null")).nets.generator.state_dict()
     g0 = {k[len("nets.generator0."):]: v for k, v in read_state_dict(
         group / "motion" / "checkpoints" / "last.ckpt")["state_dict"].items()
         if k.startswith("nets.generator0.")}
@@ -183,6 +192,8 @@ def test_init_map_starts_g_from_g0_with_its_appearance_columns(chain, data_dir):
         if key in partial:  # style [appearance | f_mot] -> [appearance | mouth, ...]
             assert torch.equal(value[:, :appearance], g0[key][:, :appearance])
             assert value.shape[1] != g0[key].shape[1]
+            # the mouth, emotion, eye and pose columns keep G's own initialisation
+            assert torch.equal(value[:, appearance:], fresh[key][:, appearance:])
         else:
             assert torch.equal(value, g0[key]), key
     assert not any(k.startswith("generator.") for k in module.init_report["missing"])
@@ -235,6 +246,106 @@ def test_expression_checkpoint_loads_into_the_inference_model(chain, data_dir):
                         codes[:, 6:12], codes[:, :6]], dim=1)  # mouth | emotion | eye | pose
     frame = model.render(model.encode_appearance(face), motion)
     assert frame.shape == (1, 3, 64, 64) and torch.isfinite(frame).all()
+
+
+# --- the demo's chain: trunk, stage 1 on the frozen trunk, the [ours] terms --------------------
+
+def random_batch(size: int = 4, image: int = 64) -> dict[str, torch.Tensor]:
+    """The images stage 1 renders from, random."""
+    torch.manual_seed(0)
+    return {k: torch.rand(size, 3, image, image) * 2 - 1
+            for k in ("source", "target", "target_motion", "target_motion2")}
+
+
+def demo_config(root: Path, data_dir: Path, stage: str, *overrides: str):
+    return compose_train(root, data_dir, "experiment=demo", f"stage={stage}", "run_group=demo",
+                         "torch_threads=null", *overrides)
+
+
+@pytest.fixture(scope="module")
+def demo_chain(tmp_path_factory, data_dir) -> Path:
+    """experiment=demo's trunk -> motion -> heads -> expression, two steps each."""
+    root = tmp_path_factory.mktemp("demo")
+    for stage in DEMO_CHAIN:
+        train(demo_config(root, data_dir, stage))
+    return root
+
+
+def trainable(module) -> set[str]:
+    return {n for n, p in module.nets.named_parameters() if p.requires_grad}
+
+
+def test_trunk_stage_trains_only_the_trunk_on_the_landmarks(demo_chain, data_dir):
+    run = demo_chain / "outputs" / "train" / "demo" / "trunk"
+    rows = metrics(run)
+    assert logged_steps(rows, "train/loss/landmarks") == [0, 1]
+    assert [r["val/landmarks/distance"] for r in rows if r.get("val/landmarks/distance")]
+    module = build_module(demo_config(demo_chain, data_dir, "trunk"))
+    assert set(module.nets) == {"motion"} and set(module.terms) == {"landmarks"}
+    assert {n.split(".")[2] for n in trainable(module)} == set(TRUNK)
+    assert all(n.startswith("motion.model.") for n in trainable(module))
+
+
+def test_stage_one_starts_from_the_trunk_frozen_and_runs_it_without_gradients(demo_chain,
+                                                                            data_dir):
+    group = demo_chain / "outputs" / "train" / "demo"
+    module = build_module(demo_config(demo_chain, data_dir, "motion"))
+    motion = {n for n in trainable(module) if n.startswith("motion.")}
+    assert {n.split(".")[2] for n in motion} == {"bn5", "conv6", "fc"}  # the squeeze only
+    assert "landmarks" not in module.terms and "trunk_perceptual" in module.terms
+    trunk = read_state_dict(group / "trunk" / "checkpoints" / "last.ckpt")["state_dict"]
+    after = read_state_dict(group / "motion" / "checkpoints" / "last.ckpt")["state_dict"]
+    trunk_keys = [k for k in trunk if k.split(".")[3:4] and k.split(".")[3] in TRUNK]
+    assert any("running_mean" in k for k in trunk_keys)
+    for key in trunk_keys:  # weights and batch-norm statistics: bit-identical
+        assert torch.equal(after[key], trunk[key]), key
+    assert any(not torch.equal(after[k], trunk[k]) for k in after
+               if k.startswith("nets.motion.model.fc."))
+    module.train()
+    out = module.render(random_batch())
+    assert not out["heatmaps"].requires_grad  # the frozen trunk recorded no graph
+    assert out["codes"]["motion"].requires_grad
+    rows = metrics(group / "motion")
+    assert logged_steps(rows, "train/loss/trunk_perceptual") == [0, 1]
+    assert not logged_steps(rows, "train/loss/landmarks")
+
+
+def test_demo_heads_and_expression_use_the_extensions(demo_chain, data_dir):
+    group = demo_chain / "outputs" / "train" / "demo"
+    for stage, pairs in (("heads", ("mouth_pose", "eye_pose")),
+                         ("expression", ("emotion_pose", "emotion_eye"))):
+        rows = metrics(group / stage)
+        assert logged_steps(rows, "train/loss/pose_decorrelation") == [0, 1], stage
+        for pair in pairs:
+            assert logged_steps(rows, f"train/pose_decorrelation/{pair}"), pair
+    assert logged_steps(metrics(group / "expression"), "train/loss/trunk_perceptual") == [0, 1]
+    heads = build_module(demo_config(demo_chain, data_dir, "heads"))
+    limits = torch.tensor([25.0, 20.0, 15.0, 0.08, 0.05, 0.05])  # the synthetic pose's range
+    assert (limits * heads.pose_scale).tolist() == pytest.approx([0.8] * 6, abs=0.01)
+
+
+def test_blink_is_regressed_with_mse_and_the_released_pose_scale_stays(tmp_path, data_dir):
+    module = build_module(compose_train(tmp_path, data_dir, "stage=heads",
+                                        "stage.init_from=null"))
+    assert module.terms["blink"].kind == "mse"  # L1's optimum would be "always open"
+    assert module.terms["pose"].kind == module.terms["gaze"].kind == "l1"
+    assert module.pose_scale.tolist() == pytest.approx([1 / 30] * 3 + [1.0] * 3, rel=1e-3)
+    assert "pose_decorrelation" not in module.terms  # an extension: off unless asked for
+
+
+@pytest.mark.parametrize("motion_input", ["augmented", "target"])
+def test_motion_input_chooses_the_image_f_mot_is_built_from(tmp_path, data_dir, motion_input):
+    module = build_module(compose_train(tmp_path, data_dir, "stage=motion",
+                                        f"stage.motion_input={motion_input}"))
+    batch = random_batch()
+    with module.evaluating(), torch.no_grad():
+        out = module.render(batch)
+        image = {"augmented": "target_motion", "target": "target"}[motion_input]
+        assert torch.equal(out["codes"]["motion"], module.nets.motion.model(batch[image]))
+    with pytest.raises(PdfgcError, match="stage.motion_input='warped': expected one of "
+                                         "augmented, target"):
+        build_module(compose_train(tmp_path, data_dir, "stage=motion",
+                                   "stage.motion_input=warped"))
 
 
 # --- single stages, configuration ------------------------------------------------------------
@@ -461,13 +572,14 @@ def test_a_failing_job_does_not_end_the_sweep(tmp_path, data_dir):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_chains_its_stages_in_a_multirun(tmp_path, data_dir, experiment):
-    result = cli(tmp_path, data_dir, f"experiment={experiment}", f"stage={','.join(CHAIN)}",
+    stages = CHAINS.get(experiment, CHAIN)
+    result = cli(tmp_path, data_dir, f"experiment={experiment}", f"stage={','.join(stages)}",
                  "trainer.max_steps=1", "trainer.val_check_interval=1",
                  "callbacks.image_logger.every_n_steps=0", "data=synthetic", "model=tiny",
                  "trainer=cpu", "++loss.vgg_weights=null", "data.batch_size=4",
                  "data.num_workers=0", multirun=True)
     assert result.returncode == 0, result.stderr[-3000:]
     group = tmp_path / "outputs" / "train" / experiment
-    for stage in CHAIN:
+    for stage in stages:
         assert checkpoint(group / stage / "checkpoints" / "last.ckpt")["global_step"] == 1
         assert "job failed" not in (group / stage / "train.log").read_text()

@@ -4,9 +4,10 @@
 process with its own progress and resolved config: ``train.py experiment=demo stage=<s>`` for
 every stage (a finished stage resumes and stops at once), ``evaluate.py eval=demo`` on the
 last stage's checkpoint, and ``infer.py`` rendering a held-out speaker's portrait driven by
-four other held-out clips (lips by one's speech; pose, eyes and emotion by three more). It
-ends with a table of the figures against ``targets`` and the ``context`` figures to read them
-by, also written as ``summary.json``.
+four other held-out clips (lips by one's speech; pose, eyes and emotion by three more), and
+``strip.png``, a few of its frames. It ends with a table of the figures against ``targets``,
+each beside its yardstick (what doing nothing scores), and the ``context`` figures to read
+them by, also written as ``summary.json``.
 """
 
 from __future__ import annotations
@@ -21,16 +22,20 @@ from pathlib import Path
 import cv2
 import hydra
 import numpy as np
+from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from pdfgc.data.datasets import ClipIndex
 from pdfgc.errors import PdfgcError, exit_on_user_error
 from pdfgc.features import SAMPLE_RATE
+from pdfgc.inference.pipeline import FACTORS
 from pdfgc.media import FrameSource, atomic_path, load_audio, write_wav
 from pdfgc.metrics.tabulate import format_table, format_value
 
 REPO = Path(__file__).resolve().parents[2]  # train.py, evaluate.py, infer.py, conf/
 SUMMARY = "summary.json"
+STRIP = "strip.png"
+PANEL = ("portrait", "result", *(f"{factor}\ndriver" for factor in FACTORS))  # infer's panel
 
 
 def run_step(name: str, script: str, overrides: list[str]) -> float:
@@ -73,8 +78,43 @@ def demo_inputs(index: ClipIndex, folder: Path, seconds: float) -> dict[str, str
             "emotion": str(index.video_path(max(rest, key=strength)))}
 
 
+def save_strip(video: Path, path: Path, count: int) -> Path:
+    """``count`` frames of the panel video evenly spread over it, one row per time point,
+    its columns (``PANEL``) and rows (seconds) labelled, as a PNG."""
+    source = FrameSource(video)
+    indices = np.linspace(0, len(source) - 1, count).round().astype(int)
+    frames = source.read(indices)  # (count, H, W, 3), W = len(PANEL) * H
+    height, width = frames.shape[1:3]
+    figure = Figure(figsize=(1.0 + width / 50, 0.5 + count * height / 50))
+    axes = figure.subplots()
+    axes.imshow(np.concatenate(list(frames)), interpolation="nearest")
+    axes.set_xticks((np.arange(len(PANEL)) + 0.5) * width / len(PANEL), PANEL, fontsize=8)
+    axes.set_yticks((np.arange(count) + 0.5) * height,
+                    [f"{i / source.fps:.1f} s" for i in indices], fontsize=8)
+    axes.xaxis.tick_top()
+    axes.tick_params(length=0)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100, bbox_inches="tight")
+    return path
+
+
+def yardstick(figure: str, results: dict) -> str:
+    """What doing nothing scores on a target ``figure``, to read its value by: for a probe's
+    own or leak the same head untrained; for a control transfer or leakage a render that
+    ignores the swap (0 on both), with the driven group's error against that render's;
+    nothing for the others."""
+    prefix, _, kind = figure.rpartition("/")
+    if prefix.startswith("probe/") and kind in ("own", "leak"):
+        return f"untrained {format_value(results.get(f'{figure}_untrained'))}"
+    if prefix.startswith("control/") and kind in ("transfer", "leakage"):
+        error, nocontrol = (format_value(results.get(f"{prefix}/{key}"))
+                            for key in ("error", "error_nocontrol"))
+        return f"no-control 0; error {error} vs no-control {nocontrol}"
+    return ""
+
+
 def check_targets(results: dict, targets: DictConfig) -> list[dict]:
-    """One row per target: figure, value, the bound and whether it is met."""
+    """One row per target: figure, value, its yardstick, the bound and whether it is met."""
     rows = []
     for figure, bound in targets.items():
         value = results.get(figure)
@@ -83,7 +123,8 @@ def check_targets(results: dict, targets: DictConfig) -> list[dict]:
             text, met = f">= {bound['min']}", value is not None and value >= bound["min"]
         else:
             text, met = f"<= {bound['max']}", value is not None and value <= bound["max"]
-        rows.append({"figure": figure, "value": value, "target": text, "met": bool(met)})
+        rows.append({"figure": figure, "value": value, "yardstick": yardstick(figure, results),
+                     "target": text, "met": bool(met)})
     return rows
 
 
@@ -117,6 +158,7 @@ def run(cfg: DictConfig) -> dict:
                                                                inputs.items()),
          "panel=true", f"output={video}", f"hydra.run.dir={out / 'infer'}", *common,
          *cfg.infer_overrides])
+    strip = save_strip(video, out / STRIP, cfg.strip_frames)
 
     record = json.loads(results_file.read_text().splitlines()[-1])
     rows = check_targets(record["results"], cfg.targets)
@@ -124,7 +166,7 @@ def run(cfg: DictConfig) -> dict:
                "context": {k: record["results"].get(k) for k in cfg.context},
                "results": record["results"], "seconds": {k: round(v, 1)
                                                          for k, v in seconds.items()},
-               "checkpoint": str(ckpt), "video": str(video),
+               "checkpoint": str(ckpt), "video": str(video), "strip": str(strip),
                "heatmap": record["details"].get("probe/heatmap"), "inputs": inputs}
     with atomic_path(out / SUMMARY) as tmp:
         tmp.write_text(json.dumps(json_safe(summary), indent=2))
@@ -146,8 +188,8 @@ def json_safe(value):
 
 def format_summary(summary: dict, out: Path) -> str:
     """The printed summary: the targets table, times and where the outputs are."""
-    table = format_table(["figure", "value", "target", "met"],
-                         [[r["figure"], format_value(r["value"]), r["target"],
+    table = format_table(["figure", "value", "yardstick", "target", "met"],
+                         [[r["figure"], format_value(r["value"]), r["yardstick"], r["target"],
                            "yes" if r["met"] else "NO"] for r in summary["targets"]])
     context = format_table(["context (no target)", "value"],
                            [[k, format_value(v)] for k, v in summary["context"].items()])
@@ -156,6 +198,7 @@ def format_summary(summary: dict, out: Path) -> str:
     return "\n".join([
         f"demo: {met} of {len(summary['targets'])} targets met (held-out test speakers)",
         table, context, f"time: {times}", f"video: {summary['video']}",
+        f"strip: {summary['strip']}",
         f"heatmap: {summary['heatmap']}", f"summary: {out / SUMMARY}"])
 
 

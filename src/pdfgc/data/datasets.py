@@ -207,11 +207,16 @@ class TalkingHeadDataset(Dataset):
     - ``mel`` (1, 80, 20) of the target, ``mel_negatives`` (N, 1, 80, 20): half (rounded up)
       from the same clip at least 5 frames away, the rest from other clips of the split;
     - ``window`` (K, 3, S, S) and ``window_mel`` (K, 1, 80, 20): frames ``t - K // 2`` on;
-    - ``eye_anchor`` (the source with the target's eye boxes pasted in), ``eye_positive``
-      (the target), ``eye_negative`` (the source); augmented only with ``eye_augment``;
+    - ``eye_anchor`` (another frame of the target's clip, with the target's eye boxes
+      pasted in), ``eye_positive`` (the target), ``eye_negative`` (that other frame: the
+      source when ``source="clip"``); augmented only with ``eye_augment``. Always of the
+      target's clip, whatever ``source``: pasted into a frame of another clip the eyes sat
+      2.4 px from that frame's (0.9 px within a clip; a whole blink moves the lids about
+      as far), so the triplet could be met by encoding where the eyes are, i.e. the pose;
     - labels of the target: ``pose`` (6,), ``blink`` (), ``gaze`` (2,) (NaN if unknown),
-      ``gaze_known`` (), ``landmarks`` (68, 2) in model pixels; ``identity`` (index into
-      ``identities``), ``clip`` (index into ``index.records``), ``frame`` (t); with synthetic
+      ``gaze_known`` (), ``landmarks`` (L, 2) in model pixels (L = 68, 70 with the
+      synthetic data's pupils); ``identity`` (index into ``identities``), ``clip`` (index
+      into ``index.records``), ``frame`` (t); with synthetic
       data ``factors`` (F,) and ``window_factors`` (K, F), named by ``factor_names``.
 
     A clip that cannot be read is skipped with a warning, counted in ``skipped``, and the
@@ -301,16 +306,15 @@ class TalkingHeadDataset(Dataset):
         window = np.arange(t - self.window // 2, t - self.window // 2 + self.window)
         negatives = self._negative_mels(rng, clip, labels["mel"], t)
         augment_rngs = rng.spawn(5)
+        other = _other_frame(rng, self.index.records[clip].frames, t)
+        images, size = self._images(clip, [other, *window])
+        other_img, window_img = images[0], images[1:]  # frame B of the eye triplet
         others = [c for c in clips if c != clip] if self.source == "identity" else []
+        source_img = other_img
         if others:
             source_clip = others[rng.integers(len(others))]
             source_img = self._images(source_clip, [int(rng.integers(
                 self.index.records[source_clip].frames))])[0][0]
-            window_img, size = self._images(clip, list(window))
-        else:
-            source = _other_frame(rng, self.index.records[clip].frames, t)
-            images, size = self._images(clip, [source, *window])
-            source_img, window_img = images[0], images[1:]
         target_img = window_img[self.window // 2]
         sample = {
             "source": source_img,
@@ -322,7 +326,7 @@ class TalkingHeadDataset(Dataset):
             "window": window_img,
             "window_mel": mel_windows(labels["mel"], window[0] - LEAD_FRAMES,
                                       window[-1] + 1 - LEAD_FRAMES),
-            **self._eye_triplet(target_img, source_img, labels["eye_boxes"][t], size,
+            **self._eye_triplet(target_img, other_img, labels["eye_boxes"][t], size,
                                 augment_rngs[2:]),
             **self._labels(clip, labels, t, window, size),
         }

@@ -1,12 +1,21 @@
 """The network-level API of inference: encode the appearance, the drivers and the audio,
-combine the codes the way the released model does, and render batches of frames.
+combine the codes the way the loaded weights expect, and render batches of frames.
 
-No file I/O here: inputs are tensors, prepared by :mod:`pdfgc.features`.
+How per-frame codes become the generator's motion style depends on where the weights came
+from (:attr:`TalkingHeadModel.emotion_window`, set by the loader): the released weights get
+the release's post-processing (scaled and smoothed codes), a pdfgc checkpoint the codes its
+G was trained on (stage 3: raw mouth, eye and pose codes, the expression code averaged over
+a K-frame window). Evaluation and ``infer.py`` both compose through the model.
+
+No media I/O here: inputs are tensors, prepared by :mod:`pdfgc.features`.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -16,10 +25,15 @@ from torch import nn
 from pdfgc.networks import build_networks
 from pdfgc.networks.checkpoints import load_networks
 
+log = logging.getLogger(__name__)
+
 MOUTH_SCALE = 1.5          # audio mouth codes are amplified ...
 MOUTH_SMOOTH_SIGMA = 1.0   # ... then smoothed by a 3-tap Gaussian over time
 EYE_SCALE = 1.2
 EMOTION_SCALE = 1.2
+POSE_SMOOTH_FRAMES = 3     # the release's centred mean over the head pose codes
+DEFAULT_EMOTION_WINDOW = 5  # data.emotion_window's default: the expression stage's K
+CODES = ("mouth", "emotion", "eye", "pose")  # the generator's order of the motion codes
 GAZE_DIMS = (2, 3)         # of the eye code; the other dims (0, 1, 4, 5) are blink
 DEFAULT_NOISE_SEED = 20202001
 
@@ -44,28 +58,37 @@ def gaussian_smooth(codes: torch.Tensor, sigma: float = MOUTH_SMOOTH_SIGMA) -> t
     return F.conv1d(x, taps.expand(d, 1, 3), padding=1, groups=d)[0].t()
 
 
-def mean_smooth(codes: torch.Tensor) -> torch.Tensor:
-    """Centred 3-frame mean of (N, D) codes; the two end frames average 2 frames."""
-    padded = F.pad(codes.t()[None], (1, 1))[0]  # (D, N + 2)
-    sums = padded[:, :-2] + padded[:, 1:-1] + padded[:, 2:]
-    counts = torch.full((codes.shape[0],), 3.0, dtype=codes.dtype, device=codes.device)
-    counts[0] = counts[-1] = 2.0
-    if codes.shape[0] == 1:
-        counts[0] = 1.0
+def mean_smooth(codes: torch.Tensor, size: int = POSE_SMOOTH_FRAMES) -> torch.Tensor:
+    """Centred ``size``-frame mean of (N, D) codes over time: frame i averages frames
+    i - size // 2 .. i - size // 2 + size - 1 that exist (the window shrinks at the ends)."""
+    n, before = codes.shape[0], size // 2
+    pad = (before, size - 1 - before)
+    padded = F.pad(codes.t()[None], pad)[0]  # (D, N + size - 1)
+    ones = F.pad(torch.ones(1, n, dtype=codes.dtype, device=codes.device), pad)[0]
+    sums = sum((padded[:, i:i + n] for i in range(1, size)), padded[:, :n])
+    counts = sum((ones[i:i + n] for i in range(1, size)), ones[:n])
     return (sums / counts).t()
 
 
 def compose_codes(mouth: torch.Tensor, emotion: torch.Tensor, eye: torch.Tensor,
-                  pose: torch.Tensor, controls: Controls) -> torch.Tensor:
-    """Scale, smooth and switch the per-frame codes into the motion part of the style.
+                  pose: torch.Tensor, controls: Controls, emotion_window: int | None = None
+                  ) -> torch.Tensor:
+    """Combine and switch the per-frame codes into the motion part of the style.
 
-    All inputs are whole sequences (N, D) so that smoothing sees every neighbour.
-    Returns (N, mouth + emotion + eye + pose) in the generator's order.
+    ``emotion_window`` None is the release's post-processing, tuned for its weights: mouth
+    x 1.5 then a 3-tap Gaussian, eye and emotion x 1.2, pose a centred 3-frame mean. An int K
+    gives the codes a pdfgc checkpoint's G was trained on: mouth, eye and pose raw, emotion
+    the centred K-frame mean (:func:`mean_smooth`). All inputs are whole sequences (N, D), so
+    that smoothing sees every neighbour. Returns (N, mouth + emotion + eye + pose) in the
+    generator's order.
     """
-    mouth = gaussian_smooth(mouth * MOUTH_SCALE)
-    pose = mean_smooth(pose)
-    eye = eye * EYE_SCALE
-    emotion = emotion * EMOTION_SCALE
+    if emotion_window is None:
+        mouth = gaussian_smooth(mouth * MOUTH_SCALE)
+        pose = mean_smooth(pose)
+        eye = eye * EYE_SCALE
+        emotion = emotion * EMOTION_SCALE
+    else:
+        emotion = mean_smooth(emotion, emotion_window)
     if not controls.mouth:
         mouth = torch.zeros_like(mouth)
     if not controls.pose:
@@ -78,16 +101,32 @@ def compose_codes(mouth: torch.Tensor, emotion: torch.Tensor, eye: torch.Tensor,
     return torch.cat([mouth, emotion, eye, pose], dim=1)
 
 
+def trained_emotion_window(ckpt: str | Path) -> int:
+    """K of the expression window a pdfgc checkpoint's G was trained with: ``data.emotion_window``
+    of the run config saved in its ``hyper_parameters``, else ``DEFAULT_EMOTION_WINDOW``."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    params = state.get("hyper_parameters") or {}
+    params = params.get("cfg", params)
+    window = (params.get("data") or {}).get("emotion_window")
+    if window is None:
+        log.info("%s: no data.emotion_window saved with it; composing with K = %d", ckpt,
+                 DEFAULT_EMOTION_WINDOW)
+        return DEFAULT_EMOTION_WINDOW
+    return int(window)
+
+
 class TalkingHeadModel(nn.Module):
     """Appearance, motion and audio encoders plus the generator, in eval mode.
 
     ``fast`` (default) runs the fast modulated convolution on channels-last (NHWC) tensors;
     ``fast=False`` is the plain released formulation (per-sample grouped convolutions, NCHW),
     kept as the reference. ``compile`` wraps each network in ``torch.compile``.
+    ``emotion_window`` says how :meth:`compose` combines codes (see :func:`compose_codes`):
+    None for the released weights, K for a pdfgc checkpoint trained with a K-frame window.
     """
 
     def __init__(self, nets: nn.ModuleDict, noise_seed: int = DEFAULT_NOISE_SEED,
-                 fast: bool = True, compile: bool = False):
+                 fast: bool = True, compile: bool = False, emotion_window: int | None = None):
         super().__init__()
         self.nets = nets.eval().requires_grad_(False)
         self.memory_format = torch.channels_last if fast else torch.contiguous_format
@@ -97,6 +136,7 @@ class TalkingHeadModel(nn.Module):
         self.image_size = self.nets.generator.image_size
         self.noise_seed = noise_seed
         self.noise = self.nets.generator.make_noise(noise_seed)
+        self.emotion_window = emotion_window
         self.run = {name: torch.compile(net, dynamic=False) if compile else net
                     for name, net in self.nets.items()}
 
@@ -104,11 +144,21 @@ class TalkingHeadModel(nn.Module):
     def from_config(cls, model_cfg: DictConfig, weights: str | None,
                     noise_seed: int = DEFAULT_NOISE_SEED, compile: bool = False
                     ) -> TalkingHeadModel:
-        """Build the ``model=`` networks and load ``weights`` (released folder or ``.ckpt``)."""
+        """Build the ``model=`` networks and load ``weights``: a released folder (codes
+        composed as released) or a pdfgc ``.ckpt`` (codes composed as its G was trained);
+        None keeps the random weights, composed as released."""
         nets = build_networks(model_cfg)
+        window = None
         if weights is not None:
             load_networks(weights, nets)
-        return cls(nets, noise_seed, compile=compile)
+            if not Path(weights).is_dir():
+                window = trained_emotion_window(weights)
+        return cls(nets, noise_seed, compile=compile, emotion_window=window)
+
+    def compose(self, codes: Mapping[str, torch.Tensor], controls: Controls) -> torch.Tensor:
+        """Whole-sequence codes {mouth, emotion, eye, pose: (N, D)} -> motion styles (N, M),
+        composed the way these weights expect (:func:`compose_codes`)."""
+        return compose_codes(*(codes[name] for name in CODES), controls, self.emotion_window)
 
     def to(self, *args, **kwargs) -> TalkingHeadModel:  # keep the noise maps on the device
         super().to(*args, **kwargs)

@@ -36,7 +36,7 @@ from pdfgc.features import (
     pixels_to_input,
     to_uint8,
 )
-from pdfgc.inference.model import Controls, TalkingHeadModel, compose_codes
+from pdfgc.inference.model import Controls, TalkingHeadModel
 from pdfgc.media import FrameSource, VideoWriter, load_audio, read_image
 
 log = logging.getLogger(__name__)
@@ -181,8 +181,7 @@ class Renderer:
             if id(driver) not in by_source:
                 by_source[id(driver)] = self._driver_codes(driver)
             codes[factor] = by_source[id(driver)][factor]
-        motion = compose_codes(codes["mouth"], codes["emotion"], codes["eye"], codes["pose"],
-                               job.controls)
+        motion = self.model.compose(codes, job.controls)
 
         offset = audio_offset_samples()
         track = samples[offset: offset + n * SAMPLE_RATE // FPS]

@@ -4,15 +4,16 @@
 """
 
 from pdfgc.losses.contrastive import EyeTripletLoss, SymmetricInfoNCE
-from pdfgc.losses.decorrelation import DecorrelationLoss
+from pdfgc.losses.decorrelation import CodeDecorrelationLoss, DecorrelationLoss
 from pdfgc.losses.gan import FeatureMatchingLoss, HingeGANLoss
 from pdfgc.losses.landmarks import LandmarkHeatmapLoss
 from pdfgc.losses.motion import MotionConsistencyLoss
-from pdfgc.losses.perceptual import VGGPerceptualLoss
+from pdfgc.losses.perceptual import TrunkPerceptualLoss, VGGPerceptualLoss
 from pdfgc.losses.reconstruction import ReconstructionLoss
 from pdfgc.losses.regression import MaskedRegression
 
 __all__ = [
+    "CodeDecorrelationLoss",
     "DecorrelationLoss",
     "EyeTripletLoss",
     "FeatureMatchingLoss",
@@ -22,5 +23,6 @@ __all__ = [
     "MotionConsistencyLoss",
     "ReconstructionLoss",
     "SymmetricInfoNCE",
+    "TrunkPerceptualLoss",
     "VGGPerceptualLoss",
 ]

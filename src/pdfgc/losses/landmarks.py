@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pdfgc.errors import PdfgcError
 from pdfgc.networks.motion import soft_argmax
 
 
@@ -26,7 +27,8 @@ def gaussian_heatmaps(points: torch.Tensor, size: int, image_size: int, sigma: f
 
 
 class LandmarkHeatmapLoss(nn.Module):
-    """Make the motion trunk's landmark heatmaps peak at the 68 labelled landmarks.
+    """Make the motion trunk's landmark heatmaps peak at the labelled landmarks (one map each:
+    the 68 iBUG points, and for the synthetic data the two pupils after them).
 
     The released motion encoder starts from a pretrained face-alignment network (FAN), so
     its unified motion feature holds the face's geometry from the first step; trained from
@@ -45,6 +47,10 @@ class LandmarkHeatmapLoss(nn.Module):
     def forward(self, heatmaps: torch.Tensor, points: torch.Tensor, image_size: int
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """heatmaps (B, N, h, w); points (B, N, 2) in pixels of the ``image_size`` image."""
+        if heatmaps.shape[1] != points.shape[1]:
+            raise PdfgcError(f"the motion trunk draws {heatmaps.shape[1]} landmark heatmaps but "
+                             f"the data labels {points.shape[1]} landmarks: set "
+                             f"model.motion.num_landmarks={points.shape[1]}")
         points = points.to(heatmaps.dtype)
         target = gaussian_heatmaps(points, heatmaps.shape[-1], image_size, self.sigma)
         loss = ((heatmaps - target) ** 2).sum() / (target**2).sum()

@@ -1,4 +1,5 @@
-"""The VGG19 perceptual loss, and what the losses share: option checks, fixed networks."""
+"""The perceptual losses (VGG19, and [ours] the project's own motion trunk), and what the
+losses share: option checks, fixed networks."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import torchvision
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch import nn
 
 from pdfgc.errors import PdfgcError
-from pdfgc.networks.checkpoints import check_state_dict, read_state_dict
+from pdfgc.networks.checkpoints import check_state_dict, load_networks, read_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -118,6 +121,38 @@ class VGGPerceptualLoss(FrozenNetworkLoss):
                 y = block(y)
             loss = loss + weight * F.l1_loss(x, y)
         return loss, {"vgg": loss.detach()}
+
+
+class TrunkPerceptualLoss(FrozenNetworkLoss):
+    """[ours] A perceptual term that needs no outside weights: L1 between the features of a
+    fake and a real image in the motion encoder's FAN trunk, frozen, as trained on the
+    landmarks by the ``trunk`` stage (stem, hourglass and heatmap outputs; see
+    :meth:`pdfgc.networks.motion.FAN.trunk_features`). Each layer's L1 is relative to the
+    real image's mean absolute feature, so the layers count alike; the loss is their mean.
+
+    ``weights`` is a pdfgc checkpoint (or released folder) holding a ``motion`` network of
+    the ``motion`` config; only its trunk is used. Gradients flow into ``fake`` only.
+    """
+
+    def __init__(self, motion: DictConfig, weights: str | Path | None):
+        super().__init__()
+        if weights is None:
+            raise PdfgcError("loss.trunk_perceptual needs loss.trunk_weights: a checkpoint with "
+                             "the trained motion trunk (the trunk stage's last.ckpt)")
+        nets = nn.ModuleDict({"motion": instantiate(motion)})
+        load_networks(weights, nets, ["motion"])
+        self.trunk = nets["motion"].model
+        self.freeze()
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """fake, real (B, 3, H, W) in [-1, 1]."""
+        with torch.no_grad():
+            targets = self.trunk.trunk_features(real)
+        layers = [F.l1_loss(x, y) / y.abs().mean().clamp_min(1e-8)
+                  for x, y in zip(self.trunk.trunk_features(fake), targets, strict=True)]
+        loss = torch.stack(layers).mean()
+        return loss, {"trunk": loss.detach()}
 
 
 def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:

@@ -25,6 +25,7 @@ from pdfgc.metrics.render import FrameBatch
 
 DETECT_SIZE = 224
 MOUTH = slice(48, 68)
+IBUG = slice(0, 68)  # the points dlib detects; synthetic labels add the two pupils after them
 REAL_SOURCES = ("detect", "given")
 
 
@@ -93,7 +94,7 @@ class LMD(Metric):
         fake = sample_landmarks(batch, "fake")
         if self.real == "given":
             size = batch.data["target"].shape[-1]
-            real = batch.data["landmarks"].float().cpu().numpy() * (DETECT_SIZE / size)
+            real = batch.data["landmarks"][:, IBUG].float().cpu().numpy() * (DETECT_SIZE / size)
         else:
             real = sample_landmarks(batch, "target")
         face = landmark_distance(fake, real)

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 STREAMS = ("frames", "clips")
 METRIC_MODULES = ("control", "disentanglement", "fid", "identity", "landmarks", "lpips",
-                  "oracle", "own_sync", "psnr_ssim", "syncnet")
+                  "oracle", "own_sync", "psnr_ssim", "syncnet", "transfer")
 
 
 class MetricUnavailable(PdfgcError):

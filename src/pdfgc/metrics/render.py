@@ -1,13 +1,14 @@
 """How evaluation renders: the inference model's API applied to test batches and whole clips.
 
 Both streams render exactly as ``infer.py`` does (:class:`TalkingHeadModel`'s encoders,
-``compose_codes`` and ``render``):
+``compose``, which combines the codes as the loaded weights expect, and ``render``):
 
 * a :class:`FrameBatch` renders each target frame from the appearance of its source frame
   (self-reconstruction) and, for cross-identity, of a partner sample of another identity;
   the mouth code comes from the audio, pose / eye / emotion from the target's own frames. The
   codes of the K-frame window around the target are composed as the sequence they are, so
-  the temporal smoothing of inference applies, and the centre frame is rendered;
+  the temporal smoothing of inference applies (for a pdfgc checkpoint: the expression code
+  averaged over the window, as in training), and the centre frame is rendered;
 * a :class:`ClipSample` renders a whole clip: output frame ``k`` from mel window ``k`` and
   from the clip's frame ``k + 2`` as the pose / eye / emotion driver, so it is compared with
   real frame ``k + 2`` and the audio from ``2 / 25`` s on (the inference time line).
@@ -35,10 +36,9 @@ from pdfgc.features import (
     num_output_frames,
     prepare_images,
 )
-from pdfgc.inference.model import Controls, TalkingHeadModel, compose_codes
+from pdfgc.inference.model import CODES, Controls, TalkingHeadModel
 from pdfgc.media import FrameSource, load_audio
 
-CODES = ("mouth", "emotion", "eye", "pose")  # compose_codes' order
 PER_FRAME_LABELS = ("landmarks", "pose", "blink", "gaze", "factors")
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 
@@ -90,7 +90,7 @@ class EvalRenderer:
         the sequence they are, then rendered with that sample's appearance."""
         centre = codes["mouth"].shape[1] // 2
         motion = torch.stack([
-            compose_codes(*(codes[name][i] for name in CODES), self.controls)[centre]
+            self.model.compose({name: codes[name][i] for name in CODES}, self.controls)[centre]
             for i in range(codes["mouth"].shape[0])])
         return self.model.render(appearance, motion)
 
@@ -107,7 +107,7 @@ class EvalRenderer:
     def render_clip(self, appearance: dict[str, torch.Tensor], codes: dict[str, torch.Tensor]
                     ) -> torch.Tensor:
         """Frames (N, 3, S, S) of whole-clip codes {name: (N, D)}, composed as inference does."""
-        motion = compose_codes(*(codes[name] for name in CODES), self.controls)
+        motion = self.model.compose(codes, self.controls)
         return torch.cat([self.model.render(appearance, motion[s])
                           for s in self.chunks(len(motion))])
 

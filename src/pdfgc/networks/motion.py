@@ -111,18 +111,27 @@ class FAN(nn.Module):
         self.fc = nn.Linear(squeeze_channels * (image_size // 8) ** 2, learned)
         self.squeeze_slope, self.coordinates = squeeze_slope, coordinates
 
-    def heatmaps(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> landmark heatmaps (B, num_landmarks, H/4, W/4)."""
+    def trunk_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) -> the trunk's stem, hourglass and heatmap outputs, all at H/4:
+        (B, 4 width, ...), (B, 4 width, ...) and the landmark heatmaps (B, num_landmarks, ...)."""
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.max_pool2d(self.conv2(x), 2)
-        x = self.conv4(self.conv3(x))
-        x = self.top_m_0(self.m0(x))
-        x = F.relu(self.bn_end0(self.conv_last0(x)))
-        return self.l0(x)
+        stem = self.conv4(self.conv3(x))
+        hourglass = self.top_m_0(self.m0(stem))
+        x = F.relu(self.bn_end0(self.conv_last0(hourglass)))
+        return [stem, hourglass, self.l0(x)]
+
+    def heatmaps(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> landmark heatmaps (B, num_landmarks, H/4, W/4)."""
+        return self.trunk_features(x)[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> f_mot (B, feature_dim)."""
-        heatmaps = self.heatmaps(x)
+        return self.motion_feature(self.heatmaps(x))
+
+    def motion_feature(self, heatmaps: torch.Tensor) -> torch.Tensor:
+        """Landmark heatmaps (B, num_landmarks, h, w) -> f_mot (B, feature_dim): the squeeze
+        conv, the linear layer and (with ``coordinates``) the soft-argmax landmarks."""
         x = self.conv6(F.relu(self.bn5(heatmaps)))  # (B, squeeze, H/8, W/8)
         feature = self.fc(F.leaky_relu(torch.flatten(x, 1), self.squeeze_slope))
         if not self.coordinates:

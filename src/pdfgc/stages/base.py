@@ -31,6 +31,7 @@ from torch import nn
 
 from pdfgc.errors import PdfgcError
 from pdfgc.losses import (
+    CodeDecorrelationLoss,
     DecorrelationLoss,
     EyeTripletLoss,
     FeatureMatchingLoss,
@@ -40,6 +41,7 @@ from pdfgc.losses import (
     MotionConsistencyLoss,
     ReconstructionLoss,
     SymmetricInfoNCE,
+    TrunkPerceptualLoss,
     VGGPerceptualLoss,
 )
 from pdfgc.networks import build_networks
@@ -57,6 +59,7 @@ TERMS: dict[str, Callable[[DictConfig, DictConfig], nn.Module]] = {
     "gan": lambda loss, model: HingeGANLoss(),
     "feature_matching": lambda loss, model: FeatureMatchingLoss(loss.fm_image_weight),
     "vgg": lambda loss, model: VGGPerceptualLoss(loss.vgg_weights),
+    "trunk_perceptual": lambda loss, model: TrunkPerceptualLoss(model.motion, loss.trunk_weights),
     "l1": lambda loss, model: ReconstructionLoss(loss.lpips, loss.lpips_net),
     "motion": lambda loss, model: MotionConsistencyLoss(loss.motion_kind),
     "landmarks": lambda loss, model: LandmarkHeatmapLoss(
@@ -65,11 +68,12 @@ TERMS: dict[str, Callable[[DictConfig, DictConfig], nn.Module]] = {
     "lip": lambda loss, model: SymmetricInfoNCE(loss.temperature, loss.similarity,
                                                 mse_weight=loss.lip_mse),
     "eye": lambda loss, model: EyeTripletLoss(loss.eye_margin),
-    "blink": lambda loss, model: MaskedRegression(loss.regression),
+    "blink": lambda loss, model: MaskedRegression(loss.blink_regression),
     "gaze": lambda loss, model: MaskedRegression(loss.regression),
     "pose": lambda loss, model: MaskedRegression(loss.regression),
     "decorrelation": lambda loss, model: DecorrelationLoss(
         loss.bank_size, model.codes.emotion, model.audio.feature_dim),
+    "pose_decorrelation": lambda loss, model: CodeDecorrelationLoss(),
 }
 ADVERSARIAL_TERMS = ("gan", "feature_matching")  # need the discriminator, from gan_start on
 OPTIONAL_FILES = {"vgg": "vgg_weights"}  # a term whose weights file is null is off
@@ -171,9 +175,10 @@ class StageModule(pl.LightningModule):
         init_from: an earlier stage's ``.ckpt`` (or a released weights folder) to start from.
         init_map: ``{source: network}``: start this stage's ``network`` from init_from's
             ``source`` (stage 3's G from stage 1's G0). Tensors of the same shape are copied;
-            a 2-D tensor whose second dimension differs (a style projection whose style grew
-            or shrank) gets the leading columns it shares (the appearance part of the
-            style) and keeps its own initialisation in the rest (reported as ``partial``).
+            a 2-D tensor whose second dimension differs (a style projection: G0's style is
+            [appearance | f_mot], G's [appearance | mouth | emotion | eye | pose]) gets only
+            its first ``model.codes.appearance`` columns, the appearance part, and keeps its
+            own initialisation in the rest (reported as ``partial``).
         sync_batchnorm: use synchronised batch norm when training on several processes.
         gan_start: the discriminator (and the terms that need it) start at this step.
     """
@@ -201,6 +206,7 @@ class StageModule(pl.LightningModule):
         self.clip = dict(clip or {})
         self.sync_batchnorm = sync_batchnorm
         self.gan_start = gan_start
+        self.appearance_dim = model.codes.appearance
         self.init_report = self.load_init(init_from, init_map or {}) if init_from else None
         self.freeze_parameters(freeze)
         self._logs: dict[str, torch.Tensor] = {}
@@ -252,8 +258,8 @@ class StageModule(pl.LightningModule):
         mismatched = [k for k, v in sub.items() if k in own and own[k].shape != v.shape]
         partial = [k for k in mismatched if k.startswith(mapped) and own[k].ndim == 2 == sub[k].ndim
                    and own[k].shape[0] == sub[k].shape[0]]
+        columns = self.appearance_dim  # only the appearance columns (see the class docstring)
         for key in partial:
-            columns = min(own[key].shape[1], sub[key].shape[1])
             sub[key] = torch.cat([sub[key][:, :columns], own[key][:, columns:]], dim=1)
         mismatched = [k for k in mismatched if k not in partial]
         self.nets.load_state_dict({k: v for k, v in sub.items() if k not in mismatched},
@@ -268,7 +274,7 @@ class StageModule(pl.LightningModule):
               f"{', '.join(loaded) or 'none'}; missing (new): {summarize_keys(report['missing'])}; "
               f"unexpected (unused): {summarize_keys(report['unexpected'])}; "
               f"shape mismatch (new): {summarize_keys(mismatched)}; "
-              f"partial (shared columns): {summarize_keys(partial)}")
+              f"partial (appearance columns): {summarize_keys(partial)}")
         return report
 
     def setup(self, stage: str) -> None:
@@ -384,7 +390,8 @@ class StageModule(pl.LightningModule):
                 [[b[1] for b in scale] for scale in halves])
 
     def image_losses(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The active image terms: gan and feature_matching (once D has started), vgg, l1."""
+        """The active image terms: gan and feature_matching (once D has started), vgg,
+        trunk_perceptual, l1."""
         losses = {}
         if any(self.has_term(n) for n in ADVERSARIAL_TERMS) and self.discriminator_active():
             real_out, fake_out = self.discriminate(real, fake)
@@ -395,6 +402,8 @@ class StageModule(pl.LightningModule):
                                                        real, fake)
         if self.has_term("vgg"):
             losses["vgg"] = self.term("vgg", fake, real)
+        if self.has_term("trunk_perceptual"):
+            losses["trunk_perceptual"] = self.term("trunk_perceptual", fake, real)
         if self.has_term("l1"):
             losses["l1"] = self.term("l1", fake, real)
         return losses

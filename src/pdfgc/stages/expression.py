@@ -1,9 +1,10 @@
 """Stage 3: expression disentanglement and the final generator.
 
 The expression code is E_exp's output averaged over a K-frame window (the average washes
-out lip motion); the decorrelation term keeps speech out of it. The new generator G renders
-the centre frame from [appearance | audio mouth | expression | eye | pose], the eye and pose
-codes from the centre frame, the mouth code from its audio.
+out lip motion); the decorrelation term keeps speech out of it, and [ours, an extension]
+``pose_decorrelation`` the pose and eye codes. The new generator G renders the centre frame
+from [appearance | audio mouth | expression | eye | pose], the eye and pose codes from the
+centre frame, the mouth code from its audio.
 """
 
 from __future__ import annotations
@@ -45,4 +46,9 @@ class ExpressionStage(StageModule):
         if self.has_term("decorrelation"):
             losses["decorrelation"] = self.term("decorrelation", out["codes"]["emotion"],
                                                 out["window_audio"])
+        if self.has_term("pose_decorrelation"):
+            codes = out["codes"]
+            losses["pose_decorrelation"] = self.term(
+                "pose_decorrelation", {"emotion": codes["emotion"]},
+                {"pose": codes["pose"], "eye": codes["eye"]})
         return losses

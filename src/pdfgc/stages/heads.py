@@ -3,9 +3,10 @@
 Lip: symmetric InfoNCE between the visual mouth code and the audio encoder's (the audio
 encoder trains here). Eye: triplet on the eye codes, plus blink and gaze regression on the
 eye code's blink and gaze dimensions. Pose: regression of the pose code to the pose label.
-Optionally (``loss.l1`` / ``loss.vgg`` > 0, with a ``generator`` in ``stage.networks``
-initialised from a checkpoint that has one) the heads also train through that frozen
-generator by rebuilding the target, as the authors' earlier code did.
+[ours, an extension] ``pose_decorrelation`` keeps the pose out of the lip and eye codes.
+Optionally (``loss.l1``, ``vgg`` or ``trunk_perceptual`` > 0, with a ``generator`` in
+``stage.networks`` initialised from a checkpoint that has one) the heads also train through
+that frozen generator by rebuilding the target, as the authors' earlier code did.
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ class HeadsStage(StageModule):
         super().__init__(*args, **kwargs)
         self.register_buffer("pose_scale", torch.tensor(list(pose_scale)), persistent=False)
         self.blink_dims, self.gaze_dims = list(blink_dims), list(gaze_dims)
-        self.renders = any(self.has_term(n) for n in ("l1", "vgg"))
+        self.renders = any(self.has_term(n) for n in ("l1", "vgg", "trunk_perceptual"))
         if self.renders and self.generator_name not in self.nets:
-            raise PdfgcError("loss.l1 / loss.vgg train the heads through a frozen generator: "
-                             "add generator to stage.networks and init_from a checkpoint "
-                             "that has one")
+            raise PdfgcError("loss.l1 / vgg / trunk_perceptual train the heads through a "
+                             "frozen generator: add generator to stage.networks and "
+                             "init_from a checkpoint that has one")
 
     def render(self, batch: Batch) -> dict:
         b = len(batch["target"])
@@ -76,6 +77,10 @@ class HeadsStage(StageModule):
                                        batch["gaze_known"])
         if self.has_term("pose"):
             losses["pose"] = self.term("pose", codes["pose"], batch["pose"] * self.pose_scale)
+        if self.has_term("pose_decorrelation"):
+            losses["pose_decorrelation"] = self.term(
+                "pose_decorrelation", {k: codes[k] for k in ("mouth", "eye")},
+                {"pose": codes["pose"]})
         if self.renders:
             losses |= self.image_losses(batch["target"], out["fake"])
         return losses

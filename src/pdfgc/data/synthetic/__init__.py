@@ -4,13 +4,14 @@
 audio, label files with the true factors) and a contact sheet; see ``generate``.
 """
 
-from pdfgc.data.synthetic.face import eye_boxes, render_frame
+from pdfgc.data.synthetic.face import NUM_LANDMARKS, eye_boxes, render_frame
 from pdfgc.data.synthetic.factors import (
     EMOTIONS,
     FACTOR_NAMES,
     Identity,
     make_identity,
     neutral_factors,
+    random_factors,
 )
 from pdfgc.data.synthetic.generate import (
     contact_sheet,
@@ -24,6 +25,7 @@ __all__ = [
     "EMOTIONS",
     "FACTOR_NAMES",
     "Identity",
+    "NUM_LANDMARKS",
     "contact_sheet",
     "ensure_dataset",
     "eye_boxes",
@@ -31,6 +33,7 @@ __all__ = [
     "make_identity",
     "mouth_from_audio",
     "neutral_factors",
+    "random_factors",
     "render_clip",
     "render_frame",
     "synthesize_speech",

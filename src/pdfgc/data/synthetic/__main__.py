@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=64, help="frame side in pixels")
     parser.add_argument("--identities", type=int, default=40, help="number of identities")
     parser.add_argument("--clips-per-identity", type=int, default=8)
+    parser.add_argument("--test-clips-per-identity", type=int,
+                        help="clips of each test speaker (default: --clips-per-identity)")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each clip")
     parser.add_argument("--val-identities", type=int, default=4)
     parser.add_argument("--test-identities", type=int, default=4)
@@ -31,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
         records = generate_dataset(
             args.root, num_identities=args.identities, clips_per_identity=args.clips_per_identity,
             seconds=args.seconds, image_size=args.image_size, val_identities=args.val_identities,
-            test_identities=args.test_identities, seed=args.seed, workers=args.workers)
+            test_identities=args.test_identities, seed=args.seed, workers=args.workers,
+            test_clips_per_identity=args.test_clips_per_identity)
         seconds = time.perf_counter() - start
         sheet = contact_sheet(args.root, args.sheet or args.root / "contact_sheet.png",
                               args.rows, args.cols, records)

@@ -13,11 +13,19 @@ tx, ty                 head shift in face units (1 unit = 100 px of a 224 image,
 tz                     head scale change: the head is drawn (1 + tz) times larger
 mouth_open             inner-lip opening in [0, 1], a function of the audio
 mouth_round            lip rounding in [0, 1], a function of the audio (0 in silence)
-blink                  eyelid closure in [0, 1] (1 = closed)
-gaze_x, gaze_y         pupil offset in [-1, 1], > 0 to the image right / down
-emotion_intensity      strength of the emotion in [0, 1] (0 for neutral)
+blink                  eyelid closure in [0, 1] (1 = closed): a slow lid drift of
+                       0..``LID_DRIFT`` on every frame, closed the rest of the way by
+                       blinks (about ``BLINK_RATE`` a second, peaks of ``BLINK_PEAK``)
+gaze_x, gaze_y         pupil offset in [-1, 1], > 0 to the image right / down (at 1 the
+                       iris centre is 70 % of the eye's half-width from the middle)
+emotion_intensity      strength of the emotion: in [``EMOTION_FLOOR``, 1] for the four
+                       emotions, 0 for neutral
 emotion_<category>     one-hot emotion category, one column per ``EMOTIONS`` entry
 =====================  ==========================================================
+
+The eye and emotion ranges are sized for a 64 px frame: every frame's blink and gaze move
+landmarks by more than a trained 64 px landmark trunk's error (about 0.8 px).
+:func:`random_factors` draws single frames over the same ranges, each factor independently.
 """
 
 from __future__ import annotations
@@ -43,7 +51,10 @@ FACTOR_NAMES = (
     *(f"emotion_{name}" for name in EMOTIONS),
 )
 POSE_LIMITS = {"yaw": 25.0, "pitch": 20.0, "roll": 15.0, "tx": 0.08, "ty": 0.05, "tz": 0.05}
-BLINK_RATE = 0.5  # blinks per second
+BLINK_RATE = 1.0  # blinks per second
+BLINK_PEAK = (0.9, 1.0)  # closure at the height of a blink
+LID_DRIFT = 0.3  # largest closure of the slow lid drift
+EMOTION_FLOOR = 0.6  # least intensity of an emotion other than neutral
 HAIR_STYLES = ("short", "fringe", "side_part", "receding")
 
 # Random-stream tags: the streams of one seed are independent of each other.
@@ -160,6 +171,22 @@ def factor_array(tracks: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.stack([tracks[name] for name in FACTOR_NAMES], axis=1).astype(np.float32)
 
 
+def random_factors(rng: np.random.Generator) -> dict[str, float]:
+    """One frame's factors, each drawn independently over the range the clips use: pose
+    uniform within its limits, mouth and gaze uniform, blink half the time within the lid
+    drift and otherwise anywhere in [0, 1], a uniform emotion at an intensity uniform in
+    [``EMOTION_FLOOR``, 1] (0 when neutral)."""
+    factors = {name: rng.uniform(-limit, limit) for name, limit in POSE_LIMITS.items()}
+    factors["mouth_open"], factors["mouth_round"] = rng.uniform(0.0, 1.0, 2)
+    factors["blink"] = rng.uniform(0.0, LID_DRIFT if rng.random() < 0.5 else 1.0)
+    factors["gaze_x"], factors["gaze_y"] = rng.uniform(-1.0, 1.0, 2)
+    emotion = EMOTIONS[int(rng.integers(len(EMOTIONS)))]
+    neutral = emotion == "neutral"
+    factors["emotion_intensity"] = 0.0 if neutral else rng.uniform(EMOTION_FLOOR, 1.0)
+    factors.update({f"emotion_{name}": float(name == emotion) for name in EMOTIONS})
+    return {name: float(value) for name, value in factors.items()}
+
+
 def _smooth_track(rng: np.random.Generator, t: np.ndarray, limit: float) -> np.ndarray:
     """A random offset plus three low-frequency sinusoids, never beyond +-limit."""
     offset = rng.uniform(-0.5, 0.5) * limit
@@ -171,25 +198,30 @@ def _smooth_track(rng: np.random.Generator, t: np.ndarray, limit: float) -> np.n
 
 
 def _blink_track(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
-    """Blinks at Poisson times: each a smooth 0 -> peak -> 0 bump of 0.16-0.36 s."""
+    """A slow lid drift in [0, LID_DRIFT] (a 0.1-0.4 Hz wave of random depth), closed the
+    rest of the way by blinks at Poisson times: each a smooth 0 -> peak -> 0 bump of
+    0.16-0.36 s. The blink is 1 - (1 - drift) (1 - bump), so it stays in [0, 1]."""
+    depth = rng.uniform(0.1, 1.0) * LID_DRIFT
+    freq, phase = rng.uniform(0.1, 0.4), rng.uniform(0.0, 2 * np.pi)  # Hz, radians
+    drift = depth * (0.5 - 0.5 * np.cos(2 * np.pi * freq * t + phase))  # (N,) in [0, depth]
     closure = np.zeros_like(t)
     start = rng.exponential(1.0 / BLINK_RATE) - 0.3
     while start < t[-1] + 0.3:
-        length, peak = rng.uniform(0.16, 0.36), rng.uniform(0.75, 1.0)
-        phase = np.clip((t - start) / length, 0.0, 1.0)
-        closure = np.maximum(closure, peak * (0.5 - 0.5 * np.cos(2 * np.pi * phase)))
+        length, peak = rng.uniform(0.16, 0.36), rng.uniform(*BLINK_PEAK)
+        bump = np.clip((t - start) / length, 0.0, 1.0)
+        closure = np.maximum(closure, peak * (0.5 - 0.5 * np.cos(2 * np.pi * bump)))
         start += length + rng.exponential(1.0 / BLINK_RATE)
-    return closure
+    return 1.0 - (1.0 - drift) * (1.0 - closure)
 
 
 def _gaze_track(rng: np.random.Generator, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fixations of 0.3-1.2 s joined by smooth 0.08 s saccades; both axes in [-0.9, 0.9]."""
+    """Fixations of 0.3-1.2 s joined by smooth 0.08 s saccades; targets uniform in [-1, 1]."""
     gaze = np.zeros((len(t), 2))
-    target = rng.uniform(-0.9, 0.9, 2)
+    target = rng.uniform(-1.0, 1.0, 2)
     gaze[:] = target
     switch = rng.uniform(0.0, 1.0)
     while switch < t[-1]:
-        new = rng.uniform(-0.9, 0.9, 2)
+        new = rng.uniform(-1.0, 1.0, 2)
         ramp = np.clip((t - switch) / 0.08, 0.0, 1.0)
         ramp = ramp * ramp * (3 - 2 * ramp)  # smoothstep
         gaze += ramp[:, None] * (new - target)
@@ -199,11 +231,12 @@ def _gaze_track(rng: np.random.Generator, t: np.ndarray) -> tuple[np.ndarray, np
 
 
 def _emotion_track(rng: np.random.Generator, t: np.ndarray) -> dict[str, np.ndarray]:
-    """One category per clip; its intensity drifts slowly around a level in [0.4, 1]."""
+    """One category per clip; its intensity drifts slowly around a level in
+    [EMOTION_FLOOR, 1], never below the floor."""
     category = EMOTIONS[int(rng.integers(len(EMOTIONS)))]
-    level, drift = rng.uniform(0.4, 1.0), rng.uniform(-0.15, 0.15)
+    level, drift = rng.uniform(EMOTION_FLOOR, 1.0), rng.uniform(-0.15, 0.15)
     phase, freq = rng.uniform(0, 2 * np.pi), rng.uniform(0.05, 0.2)
-    intensity = np.clip(level + drift * np.sin(2 * np.pi * freq * t + phase), 0.0, 1.0)
+    intensity = np.clip(level + drift * np.sin(2 * np.pi * freq * t + phase), EMOTION_FLOOR, 1.0)
     if category == "neutral":
         intensity = np.zeros_like(t)
     tracks = {f"emotion_{name}": np.full_like(t, name == category, dtype=np.float64)

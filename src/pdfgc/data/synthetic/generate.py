@@ -2,7 +2,8 @@
 
 Clip ``c`` of identity ``i`` lives at ``clips/syn<i>/<c>.mp4`` and ``.npz``; identities
 ``0 .. n - val - test - 1`` are the train split, the next ``val_identities`` the val split,
-the last ``test_identities`` the test split. The settings are kept in ``generation.json``,
+the last ``test_identities`` the test split; test speakers have ``test_clips_per_identity``
+clips, the others ``clips_per_identity``. The settings are kept in ``generation.json``,
 so a run resumes (finished clips are skipped) and a run with other settings starts afresh.
 """
 
@@ -46,7 +47,7 @@ from pdfgc.features import FPS, SAMPLE_RATE, mel_spectrogram, normalize_rms
 from pdfgc.media import FrameSource, VideoWriter, atomic_path
 
 GENERATION_FILE = "generation.json"
-FORMAT_VERSION = 1  # bump when the renderer changes, so stored datasets are regenerated
+FORMAT_VERSION = 2  # bump when the renderer changes, so stored datasets are regenerated
 CLIP_STREAM = 2  # random-stream tag of clips (identities use factors.IDENTITY_STREAM)
 MOTION_STREAMS = ("pose", "blink", "gaze", "emotion")
 SHEET_PICKS = ("mouth_open", "blink", "yaw", "pitch", "gaze_x")  # contact-sheet frame choice
@@ -70,7 +71,7 @@ def render_clip(identity: Identity, seed: int | Sequence[int], seconds: float = 
     drawn = [render_frame(identity, frame_factors(factors, i), image_size)
              for i in range(n_frames)]
     frames = np.stack([image for image, _ in drawn])
-    landmarks = np.stack([points for _, points in drawn])  # (N, 68, 2)
+    landmarks = np.stack([points for _, points in drawn])  # (N, NUM_LANDMARKS, 2)
     labels = {
         "landmarks": landmarks,
         "pose": _columns(factors, POSE_NAMES),
@@ -135,16 +136,19 @@ def _write_clip(job: _ClipJob) -> ClipRecord:
 
 def generate_dataset(root: str | Path, num_identities: int = 40, clips_per_identity: int = 8,
                      seconds: float = 2.0, image_size: int = 64, val_identities: int = 4,
-                     test_identities: int = 4, seed: int = 0, workers: int = 2
-                     ) -> list[ClipRecord]:
+                     test_identities: int = 4, seed: int = 0, workers: int = 2,
+                     test_clips_per_identity: int | None = None) -> list[ClipRecord]:
     """Write a synthetic dataset into ``root`` and return its records (sorted by clip).
 
-    Clips already on disk from a run with the same settings are skipped; with other settings
-    the old clips are removed first. ``workers`` > 1 renders clips in that many processes.
+    ``test_clips_per_identity`` (default: ``clips_per_identity``) is the number of clips of
+    each test speaker. Clips already on disk from a run with the same settings are skipped;
+    with other settings the old clips are removed first. ``workers`` > 1 renders clips in
+    that many processes.
     """
     settings = _settings(num_identities=num_identities, clips_per_identity=clips_per_identity,
                          seconds=seconds, image_size=image_size, val_identities=val_identities,
-                         test_identities=test_identities, seed=seed)
+                         test_identities=test_identities, seed=seed,
+                         test_clips_per_identity=test_clips_per_identity)
     if workers < 1:
         raise PdfgcError(f"workers must be at least 1, got {workers}")
     root = Path(root)
@@ -178,9 +182,11 @@ def _settings(**params) -> dict:
     if min(val, test) < 0 or n <= val + test:
         raise PdfgcError(f"num_identities ({n}) must exceed val_identities + test_identities "
                          f"({val} + {test}), both at least 0")
-    if params["clips_per_identity"] < 1:
-        raise PdfgcError(f"clips_per_identity must be at least 1, got "
-                         f"{params['clips_per_identity']}")
+    if params["test_clips_per_identity"] is None:
+        params["test_clips_per_identity"] = params["clips_per_identity"]
+    for key in ("clips_per_identity", "test_clips_per_identity"):
+        if params[key] < 1:
+            raise PdfgcError(f"{key} must be at least 1, got {params[key]}")
     num_frames(params["seconds"])
     size = params["image_size"]
     if size < 16 or size % 2:
@@ -210,12 +216,14 @@ def _jobs(root: Path, settings: dict) -> list[_ClipJob]:
     n = settings["num_identities"]
     first_val = n - settings["val_identities"] - settings["test_identities"]
     first_test = n - settings["test_identities"]
+    splits = ["train" if i < first_val else "val" if i < first_test else "test"
+              for i in range(n)]
+    clips = {split: settings["clips_per_identity"] for split in ("train", "val")}
+    clips["test"] = settings["test_clips_per_identity"]
     return [
-        _ClipJob(root=str(root), identity=i, clip=c,
-                 split="train" if i < first_val else "val" if i < first_test else "test",
-                 seconds=settings["seconds"], image_size=settings["image_size"],
-                 seed=settings["seed"])
-        for i in range(n) for c in range(settings["clips_per_identity"])
+        _ClipJob(root=str(root), identity=i, clip=c, split=split, seconds=settings["seconds"],
+                 image_size=settings["image_size"], seed=settings["seed"])
+        for i, split in enumerate(splits) for c in range(clips[split])
     ]
 
 
