@@ -167,8 +167,9 @@ def test_soft_argmax_finds_sub_pixel_peaks():
 
 
 def test_motion_coordinates_end_f_mot():
-    """With ``coordinates`` f_mot ends with each heatmap's soft-argmax in [-1, 1] (the linear
-    layer gives the rest), and a feature_dim too small to hold them is refused."""
+    """With ``coordinates`` f_mot ends with each heatmap's soft-argmax in [-1, 1] times
+    ``coordinate_scale`` (the linear layer gives the rest, unscaled), and a feature_dim too
+    small to hold them is refused."""
     torch.manual_seed(0)
     fan = FAN(64, width=8, hourglass_depth=1, num_landmarks=68, feature_dim=160, dropout=0.0,
               coordinates=True).eval()
@@ -178,6 +179,11 @@ def test_motion_coordinates_end_f_mot():
         feature, heatmaps = fan(image), fan.heatmaps(image)
     assert feature.shape == (2, 160)
     torch.testing.assert_close(feature[:, 24:], (soft_argmax(heatmaps) / 7.5 - 1).flatten(1))
+    fan.coordinate_scale = 8.0  # heatmap pixels from the centre
+    with torch.no_grad():
+        torch.testing.assert_close(fan(image)[:, 24:], (soft_argmax(heatmaps) - 7.5).flatten(1)
+                                   * 8 / 7.5)
+        torch.testing.assert_close(fan(image)[:, :24], feature[:, :24])
     with pytest.raises(PdfgcError, match="must exceed the 136 landmark coordinates"):
         FAN(64, 8, 1, 68, feature_dim=136, dropout=0.0, coordinates=True)
 

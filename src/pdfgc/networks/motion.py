@@ -84,13 +84,16 @@ class FAN(nn.Module):
     maps (1 in the release), a ReLU (leaky with ``squeeze_slope`` > 0) and a linear layer turn
     them into ``feature_dim`` values. With ``coordinates`` (off in the release) the linear
     layer gives all but the last 2 x ``num_landmarks`` values, and those are each heatmap's
-    soft-argmax (x, y), scaled to [-1, 1]: the face's geometry in a form that does not
-    depend on who the face is.
+    soft-argmax (x, y), scaled to [-1, 1] and then multiplied by ``coordinate_scale``: the
+    face's geometry in a form that does not depend on who the face is. A landmark's motion
+    spans a few hundredths of [-1, 1], so the tiny model scales by half the heatmap's side
+    (heatmap pixels from its centre), to the spread of the learned values beside them.
     """
 
     def __init__(self, image_size: int, width: int, hourglass_depth: int, num_landmarks: int,
                  feature_dim: int, dropout: float, squeeze_channels: int = 1,
-                 squeeze_slope: float = 0.0, coordinates: bool = False):
+                 squeeze_slope: float = 0.0, coordinates: bool = False,
+                 coordinate_scale: float = 1.0):
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 7, 2, 3)
         self.bn1 = nn.BatchNorm2d(width)
@@ -110,6 +113,7 @@ class FAN(nn.Module):
                              f"{2 * num_landmarks} landmark coordinates it ends with")
         self.fc = nn.Linear(squeeze_channels * (image_size // 8) ** 2, learned)
         self.squeeze_slope, self.coordinates = squeeze_slope, coordinates
+        self.coordinate_scale = coordinate_scale
 
     def trunk_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, 3, H, W) -> the trunk's stem, hourglass and heatmap outputs, all at H/4:
@@ -137,7 +141,7 @@ class FAN(nn.Module):
         if not self.coordinates:
             return feature
         points = soft_argmax(heatmaps) / (heatmaps.shape[-1] - 1) * 2 - 1
-        return torch.cat([feature, points.flatten(1)], 1)
+        return torch.cat([feature, self.coordinate_scale * points.flatten(1)], 1)
 
 
 def soft_argmax(heatmaps: torch.Tensor, sharpness: float = 10.0) -> torch.Tensor:
@@ -169,10 +173,11 @@ class MotionEncoder(nn.Module):
     def __init__(self, image_size: int, width: int, hourglass_depth: int, num_landmarks: int,
                  feature_dim: int, mouth_dim: int, pose_dim: int, eye_dim: int,
                  emotion_dim: int, dropout: float = 0.5, squeeze_channels: int = 1,
-                 squeeze_slope: float = 0.0, coordinates: bool = False):
+                 squeeze_slope: float = 0.0, coordinates: bool = False,
+                 coordinate_scale: float = 1.0):
         super().__init__()
         self.model = FAN(image_size, width, hourglass_depth, num_landmarks, feature_dim, dropout,
-                         squeeze_channels, squeeze_slope, coordinates)
+                         squeeze_channels, squeeze_slope, coordinates, coordinate_scale)
         self.to_mouth, self.mouth_embed = head(feature_dim), embed(feature_dim, mouth_dim)
         self.to_headpose, self.headpose_embed = head(feature_dim), embed(feature_dim, pose_dim)
         self.to_eye, self.eye_embed = head(feature_dim), embed(feature_dim, eye_dim)
