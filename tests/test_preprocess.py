@@ -32,6 +32,7 @@ from pdfgc.data.preprocess.landmarks import (
     S3FD_FILE,
     FaceAlignmentDetector,
     FrameFaces,
+    SidecarDetector,
     fill_gaps,
     smooth,
 )
@@ -347,3 +348,17 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {tmp_path / 'none'}: input is not a folder"
+
+
+def test_sidecar_keeps_the_ibug_68_of_longer_landmark_sets(tmp_path):
+    """A sidecar of 70 points (pdfgc's synthetic clips end with the two pupils) gives the
+    first 68; fewer than 68 is a one-line error."""
+    video = tmp_path / "clip.mp4"
+    marks = np.random.default_rng(0).uniform(0, 64, (3, 70, 2)).astype(np.float32)
+    np.savez(tmp_path / "clip.npz", landmarks=marks)
+    faces = SidecarDetector().detect(np.zeros((3, 64, 64, 3), np.uint8), video, np.arange(3))
+    assert [f.count for f in faces] == [1, 1, 1]
+    np.testing.assert_array_equal(np.stack([f.landmarks for f in faces]), marks[:, :68])
+    np.savez(tmp_path / "clip.npz", landmarks=marks[:, :60])
+    with pytest.raises(PdfgcError, match="at least 68"):
+        SidecarDetector().detect(np.zeros((3, 64, 64, 3), np.uint8), video, np.arange(3))

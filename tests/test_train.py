@@ -26,8 +26,10 @@ from pdfgc.errors import PdfgcError
 from pdfgc.inference.model import TalkingHeadModel
 from pdfgc.networks import build_networks
 from pdfgc.networks.checkpoints import load_networks, read_state_dict, save_released
+from pdfgc.networks.layers import EqualLinear
 from pdfgc.stages.base import frozen_modules
 from pdfgc.stages.callbacks import AtomicCheckpointIO
+from pdfgc.stages.expression import fit_code_map, map_code_columns
 from pdfgc.train import build_module, train
 
 from conftest import model_config
@@ -190,13 +192,42 @@ def test_init_map_starts_g_from_g0_with_its_appearance_columns(chain, data_dir):
     assert partial and all(k.endswith("modulation.weight") for k in partial)
     for key, value in g.items():
         if key in partial:  # style [appearance | f_mot] -> [appearance | mouth, ...]
-            assert torch.equal(value[:, :appearance], g0[key][:, :appearance])
             assert value.shape[1] != g0[key].shape[1]
+            # rescaled for the equalised learning rate's run-time 1 / sqrt(inputs)
+            rescale = math.sqrt(value.shape[1] / g0[key].shape[1])
+            torch.testing.assert_close(value[:, :appearance], g0[key][:, :appearance] * rescale)
             # the mouth, emotion, eye and pose columns keep G's own initialisation
             assert torch.equal(value[:, appearance:], fresh[key][:, appearance:])
         else:
             assert torch.equal(value, g0[key]), key
     assert not any(k.startswith("generator.") for k in module.init_report["missing"])
+
+
+def test_code_columns_make_g_render_codes_as_g0_renders_their_f_mot():
+    """A style projection of G built by ``map_code_columns`` from G0's gives, for [appearance
+    | codes], exactly G0's output for [appearance | codes @ m + b]; ``fit_code_map`` recovers
+    an affine map and says how much of the features it explains."""
+    torch.manual_seed(0)
+    appearance, features, codes = 16, 24, 6
+    g0 = EqualLinear(appearance + features, 10, bias_init=1.0)
+    g = EqualLinear(appearance + codes, 10, bias_init=1.0)
+    c = torch.randn(200, codes)
+    m_true, b_true = torch.randn(codes, features), torch.randn(features)
+    m, b, explained = fit_code_map(c, c @ m_true + b_true)
+    torch.testing.assert_close(m.float(), m_true, atol=2e-2, rtol=2e-2)
+    assert explained > 0.999
+    assert fit_code_map(c, torch.randn(200, features))[2] < 0.2  # unrelated features
+    columns, bias = map_code_columns(g0.weight.data[:, appearance:], appearance + features,
+                                     appearance + codes, m_true.double(), b_true.double())
+    with torch.no_grad():
+        rescale = math.sqrt((appearance + codes) / (appearance + features))
+        g.weight[:, :appearance] = g0.weight[:, :appearance] * rescale
+        g.weight[:, appearance:] = columns.float()
+        g.bias.copy_(g0.bias + bias.float())
+        a = torch.randn(5, appearance)
+        torch.testing.assert_close(g(torch.cat([a, c[:5]], 1)),
+                                   g0(torch.cat([a, c[:5] @ m_true + b_true], 1)),
+                                   atol=1e-4, rtol=1e-4)
 
 
 def _frozen_keys(state: dict, prefixes: tuple[str, ...]) -> list[str]:

@@ -7,7 +7,8 @@ file ``<clip>.npz`` holding per-frame arrays:
 ==============  ==================  ======================================================
 key             shape               meaning
 ==============  ==================  ======================================================
-landmarks       (N, 68, 2) float32  68-point landmarks, pixels of the stored frames (x, y)
+landmarks       (N, L, 2) float32   iBUG 68-point landmarks (synthetic data: L = 70, then the
+                                    two pupils), pixels of the stored frames (x, y)
 pose            (N, 6) float32      yaw, pitch, roll (degrees), tx, ty, tz (face-size units)
 blink           (N,) float32        eye closure in [0, 1] (1 = closed; from the eye aspect
                                     ratio for real data)

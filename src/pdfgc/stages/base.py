@@ -16,6 +16,7 @@ adds up (:meth:`losses`).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from fnmatch import fnmatch
@@ -177,8 +178,11 @@ class StageModule(pl.LightningModule):
             ``source`` (stage 3's G from stage 1's G0). Tensors of the same shape are copied;
             a 2-D tensor whose second dimension differs (a style projection: G0's style is
             [appearance | f_mot], G's [appearance | mouth | emotion | eye | pose]) gets only
-            its first ``model.codes.appearance`` columns, the appearance part, and keeps its
-            own initialisation in the rest (reported as ``partial``).
+            its first ``model.codes.appearance`` columns, the appearance part (rescaled for
+            the equalised learning rate's 1 / sqrt(inputs), so each projection starts giving
+            the source's output), and keeps its own initialisation in the rest (reported as
+            ``partial``; the source's other columns stay in ``init_columns`` for a stage
+            that maps them, see :class:`pdfgc.stages.ExpressionStage`).
         sync_batchnorm: use synchronised batch norm when training on several processes.
         gan_start: the discriminator (and the terms that need it) start at this step.
     """
@@ -207,6 +211,7 @@ class StageModule(pl.LightningModule):
         self.sync_batchnorm = sync_batchnorm
         self.gan_start = gan_start
         self.appearance_dim = model.codes.appearance
+        self.init_columns: dict[str, torch.Tensor] = {}
         self.init_report = self.load_init(init_from, init_map or {}) if init_from else None
         self.freeze_parameters(freeze)
         self._logs: dict[str, torch.Tensor] = {}
@@ -260,7 +265,10 @@ class StageModule(pl.LightningModule):
                    and own[k].shape[0] == sub[k].shape[0]]
         columns = self.appearance_dim  # only the appearance columns (see the class docstring)
         for key in partial:
-            sub[key] = torch.cat([sub[key][:, :columns], own[key][:, columns:]], dim=1)
+            # an equalised-lr projection scales its weight by 1 / sqrt(inputs) at run time
+            rescale = math.sqrt(own[key].shape[1] / sub[key].shape[1])
+            self.init_columns[key] = sub[key][:, columns:]  # (out, source inputs - columns)
+            sub[key] = torch.cat([sub[key][:, :columns] * rescale, own[key][:, columns:]], dim=1)
         mismatched = [k for k in mismatched if k not in partial]
         self.nets.load_state_dict({k: v for k, v in sub.items() if k not in mismatched},
                                   strict=False)

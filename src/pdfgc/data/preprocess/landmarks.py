@@ -182,7 +182,9 @@ def _local_face_alignment(folder: Path, device: str, flip_input: bool):
 
 
 class SidecarDetector(LandmarkDetector):
-    """Landmarks from ``<video stem>.npz`` (key ``landmarks``, (T, 68, 2) per source frame)."""
+    """Landmarks from ``<video stem>.npz`` (key ``landmarks``, (T, L, 2) per source frame,
+    L >= 68: the iBUG 68 first, as in pdfgc's synthetic clips, whose 70 end with the pupils;
+    only the 68 are kept)."""
 
     def detect(self, frames: np.ndarray, video: Path, indices: np.ndarray) -> list[FrameFaces]:
         path = video.with_suffix(".npz")
@@ -191,10 +193,12 @@ class SidecarDetector(LandmarkDetector):
         with np.load(path) as data:
             if "landmarks" not in data.files:
                 raise PdfgcError(f"{path}: sidecar has no 'landmarks' array")
-            marks = data["landmarks"].astype(np.float32)  # (T, 68, 2)
-        if marks.ndim != 3 or marks.shape[1:] != (NUM_LANDMARKS, 2) or indices.max() >= len(marks):
+            marks = data["landmarks"].astype(np.float32)  # (T, L, 2)
+        if (marks.ndim != 3 or marks.shape[1] < NUM_LANDMARKS or marks.shape[2] != 2
+                or indices.max() >= len(marks)):
             raise PdfgcError(f"{path}: landmarks of shape {marks.shape} do not cover frame "
-                             f"{indices.max()} with (68, 2) points")
+                             f"{indices.max()} with at least {NUM_LANDMARKS} (x, y) points")
+        marks = marks[:, :NUM_LANDMARKS]
         return [FrameFaces(1, m) if np.isfinite(m).all() else FrameFaces(0, None)
                 for m in marks[indices]]
 
