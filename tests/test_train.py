@@ -528,6 +528,16 @@ def test_resume_continues_at_the_same_global_step(tmp_path, data_dir):
     assert logged_steps(metrics(run, 2), "train/loss/total") == [4]
 
 
+def test_the_final_step_is_saved_between_two_periodic_checkpoints(tmp_path, data_dir):
+    run = tmp_path / "outputs" / "train" / "final" / "motion" / "checkpoints"
+    train(compose_train(tmp_path, data_dir, "stage=motion", "run_group=final",
+                        "trainer.max_steps=3", "trainer.val_check_interval=3",
+                        "callbacks.model_checkpoint.every_n_train_steps=2"))
+    assert sorted(p.name for p in run.iterdir()) == ["last.ckpt", "motion-2.ckpt",
+                                                     "motion-3.ckpt"]
+    assert checkpoint(run / "last.ckpt")["global_step"] == 3
+
+
 KILLED_WRITE = """
 import os, signal, sys, torch
 from pdfgc.stages.callbacks import AtomicCheckpointIO

@@ -1,4 +1,5 @@
-"""Training callbacks and plugins: image grids every N steps, atomic checkpoint writes."""
+"""Training callbacks and plugins: image grids every N steps, checkpoints that always hold
+the final step, atomic checkpoint writes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
@@ -28,6 +30,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
         else:
             atomic_save(checkpoint, path)
+
+
+class FinalCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, plus a save of the step training stopped at.
+
+    With ``every_n_train_steps`` alone, a run whose ``max_steps`` is not a multiple of it ends
+    with ``last.ckpt`` at the last multiple (a demo stage of 700 steps kept the weights of
+    step 500); here the final step is saved too, as ``<stage>-<step>.ckpt`` and ``last.ckpt``.
+    """
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+        super().on_train_end(trainer, pl_module)
 
 
 class ImageLogger(pl.Callback):
