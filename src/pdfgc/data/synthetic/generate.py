@@ -47,7 +47,8 @@ from pdfgc.features import FPS, SAMPLE_RATE, mel_spectrogram, normalize_rms
 from pdfgc.media import FrameSource, VideoWriter, atomic_path
 
 GENERATION_FILE = "generation.json"
-FORMAT_VERSION = 2  # bump when the renderer changes, so stored datasets are regenerated
+FORMAT_VERSION = 3  # bump when the files change, so stored datasets are regenerated (3: one x264
+                    # thread per clip, the same bytes on every run)
 CLIP_STREAM = 2  # random-stream tag of clips (identities use factors.IDENTITY_STREAM)
 MOTION_STREAMS = ("pose", "blink", "gaze", "emotion")
 SHEET_PICKS = ("mouth_open", "blink", "yaw", "pitch", "gaze_x")  # contact-sheet frame choice
@@ -128,7 +129,8 @@ def _write_clip(job: _ClipJob) -> ClipRecord:
                                         (job.seed, CLIP_STREAM, job.identity, job.clip),
                                         job.seconds, job.image_size)
     root = Path(job.root)
-    with VideoWriter(root / record.video, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE) as out:
+    with VideoWriter(root / record.video, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE,
+                     threads=1) as out:  # the same bytes on every machine load
         out.write(frames)
     write_labels(root / record.labels, **labels)
     return record
