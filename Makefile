@@ -21,10 +21,14 @@ setup: .venv/done ## create .venv and install everything (pinned)
 	  (apt-get update -qq && apt-get install -y -qq espeak-ng) >/dev/null 2>&1; } || \
 	  echo "note: espeak-ng not installed; the sample speech falls back to a synthetic voice"
 
-test: setup ## run the test suite (fast tests; `make test-all` adds the slow ones)
+browser: ## Debian's chromium and chromium-driver, for the app's browser tests (where missing)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)
+
+test: setup browser ## run the test suite (fast tests; `make test-all` adds the slow ones)
 	$(PY) -m pytest -m "not slow"
 
-test-all: setup ## run every test, slow ones included
+test-all: setup browser ## run every test, slow ones included
 	$(PY) -m pytest
 
 demo: setup ## the main job: synthetic data -> every stage -> evaluation -> demo video (~26 min)
@@ -35,6 +39,9 @@ sample: setup ## render the built-in sample with random tiny weights (the infere
 	$(PY) infer.py model=tiny weights=outputs/sample/weights audio=outputs/sample/speech.wav \
 	  appearance=outputs/sample/portrait.png pose=outputs/sample/driver.mp4 \
 	  eye=outputs/sample/driver.mp4 panel=true output=outputs/sample/result.mp4
+
+app: setup ## the web app on 127.0.0.1:7860 (python -m pdfgc.app; options in conf/app.yaml)
+	$(PY) -m pdfgc.app
 
 bench: setup ## inference speed at official size on this machine
 	$(PY) benchmarks/inference.py
@@ -48,4 +55,4 @@ lint: setup ## ruff
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs multirun .pytest_cache
 
-.PHONY: help setup test test-all demo sample bench bench-data lint clean
+.PHONY: help setup browser test test-all demo sample app bench bench-data lint clean

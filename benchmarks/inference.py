@@ -133,7 +133,7 @@ def end_to_end(model: TalkingHeadModel, seconds: float, batch: int, device: torc
         cv2.imwrite(str(tmp / "p.png"), face[:, :, ::-1])
         cfg = OmegaConf.create({"batch_size": batch, "precision": precision, "crf": 18,
                                 "device": str(device), "crop": True, "panel": False,
-                                "progress": False, "driver_policy": "loop"})
+                                "progress": False})
         job = Job(audio=str(tmp / "a.wav"), appearance=str(tmp / "p.png"),
                   output=str(tmp / "out.mp4"), pose=drivers[0], emotion=drivers[1],
                   eye=drivers[2])

@@ -8,6 +8,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from pdfgc.features import mel_spectrogram, normalize_rms, num_output_frames
+from pdfgc.media import load_audio
+from pdfgc.networks.checkpoints import atomic_save
 from pdfgc.samples import make_sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,6 +20,21 @@ def model_config(name: str):
     """The ``conf/model/<name>.yaml`` config, composed as Hydra would."""
     with initialize_config_dir(config_dir=str(ROOT / "conf" / "model"), version_base=None):
         return compose(name)
+
+
+def save_run_checkpoint(path: Path, nets, hyper_parameters: dict | None = None) -> Path:
+    """``nets`` as a pdfgc Lightning checkpoint (``nets.<name>.`` keys), with the run config
+    ``hyper_parameters`` if given; returns ``path``."""
+    state = {f"nets.{name}.{k}": v for name, net in nets.items()
+             for k, v in net.state_dict().items()}
+    extra = {} if hyper_parameters is None else {"hyper_parameters": hyper_parameters}
+    atomic_save({"state_dict": state, **extra}, path)
+    return path
+
+
+def expected_frames(audio: Path) -> int:
+    """The number of video frames the pipeline renders for ``audio``."""
+    return num_output_frames(len(mel_spectrogram(normalize_rms(load_audio(audio)))))
 
 
 @pytest.fixture(scope="session")

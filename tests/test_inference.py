@@ -14,21 +14,25 @@ import pytest
 import torch
 
 from pdfgc.errors import PdfgcError
-from pdfgc.features import SAMPLE_RATE, mel_spectrogram, normalize_rms, num_output_frames
+from pdfgc.features import SAMPLE_RATE
 from pdfgc.inference.model import (
     DEFAULT_EMOTION_WINDOW,
     Controls,
+    Dials,
+    Regression,
     TalkingHeadModel,
+    apply_dials,
     compose_codes,
     gaussian_smooth,
     mean_smooth,
+    trained_regression,
 )
 from pdfgc.inference.pipeline import driver_timeline
-from pdfgc.media import load_audio, probe_video, write_wav
+from pdfgc.media import probe_video, write_wav
 from pdfgc.networks import build_networks
-from pdfgc.networks.checkpoints import atomic_save, save_released
+from pdfgc.networks.checkpoints import save_released
 
-from conftest import model_config
+from conftest import expected_frames, model_config, save_run_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,10 +48,6 @@ def infer(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
 def sample_args(sample: Path, output: Path, *extra: str) -> list[str]:
     return [f"weights={sample / 'weights'}", f"audio={sample / 'speech.wav'}",
             f"appearance={sample / 'portrait.png'}", f"output={output}", *extra]
-
-
-def expected_frames(audio: Path) -> int:
-    return num_output_frames(len(mel_spectrogram(normalize_rms(load_audio(audio)))))
 
 
 # --- codes -----------------------------------------------------------------------------------
@@ -118,11 +118,8 @@ def test_the_loader_decides_how_codes_are_composed(tmp_path):
     torch.manual_seed(0)
     nets = build_networks(model_config("tiny"))
     save_released(tmp_path / "released", nets)
-    state = {f"nets.{name}.{k}": v for name, net in nets.items()
-             for k, v in net.state_dict().items()}
-    atomic_save({"state_dict": state, "hyper_parameters": {"data": {"emotion_window": 3}}},
-                tmp_path / "run.ckpt")
-    atomic_save({"state_dict": state}, tmp_path / "bare.ckpt")
+    save_run_checkpoint(tmp_path / "run.ckpt", nets, {"data": {"emotion_window": 3}})
+    save_run_checkpoint(tmp_path / "bare.ckpt", nets)
     cfg = model_config("tiny")
     released = TalkingHeadModel.from_config(cfg, str(tmp_path / "released"))
     trained = TalkingHeadModel.from_config(cfg, str(tmp_path / "run.ckpt"))
@@ -133,6 +130,78 @@ def test_the_loader_decides_how_codes_are_composed(tmp_path):
              "pose": torch.ones(4, 6)}
     assert released.compose(codes, Controls())[1, 0] == pytest.approx(1.5)
     assert trained.compose(codes, Controls())[1, 0] == 1.0  # a pdfgc G never saw the x 1.5
+
+
+DEMO_REGRESSION = Regression(pose_scale=(0.032, 0.04, 0.0533, 10.0, 16.0, 16.0),
+                             blink_dims=(0, 1, 4, 5), gaze_dims=(2, 3))
+
+
+def test_dials_set_or_shift_the_regressed_quantities():
+    torch.manual_seed(0)
+    pose, eye = torch.randn(5, 6), torch.randn(5, 6)
+    dials = Dials(pose="set", yaw=20.0, pitch=-10.0, eyes="set", blink=0.7, gaze_x=0.5,
+                  gaze_y=-0.25)
+    new_pose, new_eye = apply_dials(pose, eye, dials, DEMO_REGRESSION)
+    # yaw 20 degrees is what the head regressed for a label of 20: 20 x pose_scale
+    np.testing.assert_allclose(new_pose[:, 0].numpy(), 20 * 0.032, rtol=1e-6)
+    np.testing.assert_allclose(new_pose[:, 1].numpy(), -10 * 0.04, rtol=1e-6)
+    assert (new_pose[:, 2] == 0).all() and torch.equal(new_pose[:, 3:], pose[:, 3:])
+    blink = list(DEMO_REGRESSION.blink_dims)
+    np.testing.assert_allclose(new_eye[:, blink].mean(1).numpy(), 0.7, rtol=1e-5)
+    # every blink dim moves by the same amount: the driver's pattern across them is kept
+    shift = new_eye[:, blink] - eye[:, blink]
+    assert torch.allclose(shift, shift[:, :1].expand_as(shift))
+    assert torch.equal(new_eye[:, 2:4], torch.tensor([0.5, -0.25]).expand(5, 2))
+
+    offset = Dials(pose="offset", yaw=20.0, eyes="offset", blink=0.1)
+    new_pose, new_eye = apply_dials(pose, eye, offset, DEMO_REGRESSION)
+    assert torch.allclose(new_pose[:, 0], pose[:, 0] + 20 * 0.032)
+    assert torch.equal(new_pose[:, 1:], pose[:, 1:])
+    assert torch.allclose(new_eye[:, blink].mean(1), eye[:, blink].mean(1) + 0.1)
+    assert torch.equal(new_eye[:, 2:4], eye[:, 2:4])               # gaze offset 0
+
+    assert all(torch.equal(a, b) for a, b in zip(apply_dials(pose, eye, Dials(), None),
+                                                 (pose, eye), strict=True))
+    with pytest.raises(PdfgcError, match="not regressed to head angles"):
+        apply_dials(pose, eye, Dials(pose="set"), None)
+    with pytest.raises(PdfgcError, match="blink or gaze"):
+        apply_dials(pose, eye, Dials(eyes="offset"), Regression(pose_scale=(1.0,) * 6))
+    with pytest.raises(PdfgcError, match="dials.pose"):
+        apply_dials(pose, eye, Dials(pose="spin"), DEMO_REGRESSION)
+
+
+def test_the_regression_is_read_from_the_heads_run_of_the_chain(tmp_path):
+    """An expression checkpoint knows its heads only through stage.init_from; a moved run
+    group is found beside the checkpoint. The released weights have no regression."""
+    torch.manual_seed(0)
+    nets = build_networks(model_config("tiny"))
+    group = tmp_path / "moved"
+    heads = {"stage": {"name": "heads", "pose_scale": list(DEMO_REGRESSION.pose_scale),
+                       "blink_dims": [0, 1, 4, 5], "gaze_dims": [2, 3]},
+             "loss": {"pose": 1.0, "blink": 1.0, "gaze": 0.0}}
+    save_run_checkpoint(group / "heads" / "checkpoints" / "last.ckpt", nets, heads)
+    expression = {"stage": {"name": "expression",
+                            "init_from": "./gone/heads/checkpoints/last.ckpt"}}
+    ckpt = save_run_checkpoint(group / "expression" / "checkpoints" / "last.ckpt", nets,
+                               expression)
+    found = trained_regression(ckpt)
+    assert found == Regression(DEMO_REGRESSION.pose_scale, (0, 1, 4, 5), None)  # gaze off
+
+    model = TalkingHeadModel.from_config(model_config("tiny"), str(ckpt))
+    assert model.regression == found
+    codes = {"mouth": torch.zeros(3, 32), "emotion": torch.zeros(3, 8),
+             "eye": torch.zeros(3, 6), "pose": torch.zeros(3, 6)}
+    yawed = model.compose(codes, Controls(), Dials(pose="set", yaw=30.0))
+    pose_columns = slice(32 + 8 + 6, None)
+    np.testing.assert_allclose(yawed[:, pose_columns][:, 0].numpy(), 30 * 0.032, rtol=1e-6)
+    assert yawed[:, pose_columns][:, 1:].abs().sum() == 0
+
+    save_released(tmp_path / "released", nets)
+    released = TalkingHeadModel.from_config(model_config("tiny"), str(tmp_path / "released"))
+    assert released.regression is None
+    with pytest.raises(PdfgcError, match="head angles"):
+        released.compose(codes, Controls(), Dials(pose="offset", yaw=5.0))
+    assert trained_regression(save_run_checkpoint(tmp_path / "bare.ckpt", nets)) is None
 
 
 # --- driver time lines ---------------------------------------------------------------------
@@ -237,6 +306,7 @@ def _bad_inputs(sample: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
         "image too small": ([f"appearance={tmp / 'tiny.png'}"], "too small"),
         "wrong checkpoint": ([f"weights={wrong}"], "appearance_model.pth"),
         "bad policy": (["driver_policy=bounce"], "driver_policy"),
+        "audio too long": (["max_audio_seconds=1"], "at most 1 s"),
     }
 
 

@@ -13,11 +13,16 @@ class PdfgcError(Exception):
     """
 
 
+def error_line(err: PdfgcError) -> str:
+    """The one line every entry point (the mains, the app) shows for ``err``."""
+    return f"error: {err}"
+
+
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
     """Turn a :class:`PdfgcError` into ``error: <message>`` on stderr and exit status 2."""
     try:
         yield
     except PdfgcError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         sys.exit(2)

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 from pdfgc.features import FPS, SAMPLE_RATE
 from pdfgc.media import VideoWriter, atomic_path, load_audio, write_wav
@@ -41,15 +42,25 @@ def portrait() -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
+def can_speak() -> bool:
+    """Whether espeak-ng is installed (:func:`speak` needs it)."""
+    return shutil.which("espeak-ng") is not None
+
+
+def speak(text: str) -> np.ndarray:
+    """``text`` spoken by espeak-ng; float32 mono at 16 kHz."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "speech.wav"
+        subprocess.run(["espeak-ng", "--stdin", "-w", str(wav)], input=text, text=True,
+                       check=True, capture_output=True)
+        return load_audio(wav, SAMPLE_RATE)
+
+
 def speech(seconds: float = 3.0, seed: int = 0) -> np.ndarray:
     """A spoken sentence (espeak-ng) or, without it, a voiced signal with syllable-like
     amplitude modulation and pauses; float32 mono at 16 kHz."""
-    if shutil.which("espeak-ng"):
-        with tempfile.TemporaryDirectory() as tmp:
-            wav = Path(tmp) / "speech.wav"
-            subprocess.run(["espeak-ng", "-w", str(wav), SENTENCE], check=True,
-                           capture_output=True)
-            return load_audio(wav, SAMPLE_RATE)
+    if can_speak():
+        return speak(SENTENCE)
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     pitch = 120 + 20 * np.sin(2 * np.pi * 0.7 * t)
@@ -72,16 +83,20 @@ def driver_frames(image: np.ndarray, seconds: float = 2.0) -> np.ndarray:
     return np.stack(frames)
 
 
-def tiny_weights(folder: Path, seed: int = 0) -> None:
-    """Randomly initialised ``model=tiny`` networks in the released layout."""
+def tiny_weights(folder: Path, seed: int = 0, model_cfg: DictConfig | None = None) -> None:
+    """Randomly initialised ``model=tiny`` networks in the released layout. ``model_cfg`` is
+    ``conf/model/tiny.yaml`` as composed (composed here if None; inside a running Hydra app,
+    which cannot compose another config, pass it)."""
     torch.manual_seed(seed)
-    with initialize_config_dir(config_dir=str(CONF_DIR / "model"), version_base=None):
-        nets = build_networks(compose("tiny"))
-    save_released(folder, nets)
+    if model_cfg is None:
+        with initialize_config_dir(config_dir=str(CONF_DIR / "model"), version_base=None):
+            model_cfg = compose("tiny")
+    save_released(folder, build_networks(model_cfg))
 
 
-def make_sample(folder: str | Path) -> Path:
-    """Write the sample files into ``folder``; returns it."""
+def make_sample(folder: str | Path, model_cfg: DictConfig | None = None) -> Path:
+    """Write the sample files into ``folder`` (``model_cfg``: see :func:`tiny_weights`);
+    returns it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     image = portrait()
@@ -90,7 +105,7 @@ def make_sample(folder: str | Path) -> Path:
     write_wav(folder / "speech.wav", speech(), SAMPLE_RATE)
     with VideoWriter(folder / "driver.mp4", fps=FPS) as writer:
         writer.write(driver_frames(image))
-    tiny_weights(folder / "weights")
+    tiny_weights(folder / "weights", model_cfg=model_cfg)
     return folder
 
 

@@ -5,7 +5,10 @@ How per-frame codes become the generator's motion style depends on where the wei
 from (:attr:`TalkingHeadModel.emotion_window`, set by the loader): the released weights get
 the release's post-processing (scaled and smoothed codes), a pdfgc checkpoint the codes its
 G was trained on (stage 3: raw mouth, eye and pose codes, the expression code averaged over
-a K-frame window). Evaluation and ``infer.py`` both compose through the model.
+a K-frame window). Evaluation and ``infer.py`` both compose through the model. A pdfgc
+checkpoint whose heads were regressed to head angles, blink and gaze
+(:attr:`TalkingHeadModel.regression`) can also be given those quantities directly
+(:class:`Dials`).
 
 No media I/O here: inputs are tensors, prepared by :mod:`pdfgc.features`.
 """
@@ -22,8 +25,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
+from pdfgc.errors import PdfgcError
 from pdfgc.networks import build_networks
-from pdfgc.networks.checkpoints import load_networks
+from pdfgc.networks.checkpoints import load_networks, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,8 @@ DEFAULT_EMOTION_WINDOW = 5  # data.emotion_window's default: the expression stag
 CODES = ("mouth", "emotion", "eye", "pose")  # the generator's order of the motion codes
 GAZE_DIMS = (2, 3)         # of the eye code; the other dims (0, 1, 4, 5) are blink
 DEFAULT_NOISE_SEED = 20202001
+DIAL_MODES = ("driver", "set", "offset")
+ANGLES = ("yaw", "pitch", "roll")  # the first three of the pose label, in degrees
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,85 @@ class Controls:
     gaze: bool = True
     emotion: bool = True
     pose: bool = True
+
+
+@dataclass(frozen=True)
+class Regression:
+    """What the heads of a pdfgc checkpoint were regressed to, in its heads run
+    (:func:`trained_regression`); None where a quantity was not regressed.
+
+    ``pose_scale``: the pose code regressed (yaw, pitch, roll in degrees, tx, ty, tz) times
+    these; ``blink_dims``: the eye code dims whose mean regressed eye closure (0 open,
+    1 closed); ``gaze_dims``: the two eye code dims that regressed the pupil offset (x, y in
+    [-1, 1], > 0 to the image right / down).
+    """
+
+    pose_scale: tuple[float, ...] | None = None
+    blink_dims: tuple[int, ...] | None = None
+    gaze_dims: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Dials:
+    """Head angles, blink and gaze given as numbers, for weights with a :class:`Regression`.
+
+    ``pose`` (yaw, pitch, roll, in degrees) and ``eyes`` (blink, gaze_x, gaze_y, in the
+    regressed units) each take a mode of ``DIAL_MODES``: ``driver`` leaves the driver's codes
+    as they are, ``set`` gives the values over the whole clip, ``offset`` adds them to the
+    driver's.
+    """
+
+    pose: str = "driver"
+    yaw: float = 0.0
+    pitch: float = 0.0
+    roll: float = 0.0
+    eyes: str = "driver"
+    blink: float = 0.0
+    gaze_x: float = 0.0
+    gaze_y: float = 0.0
+
+
+def apply_dials(pose: torch.Tensor, eye: torch.Tensor, dials: Dials,
+                regression: Regression | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame pose and eye codes (N, D) with ``dials`` applied in the units the heads
+    were regressed to: the angles become pose dims 0-2 (degrees x ``pose_scale``); blink moves
+    every blink dim by the same amount, so that their mean is (or moves by) the value; gaze
+    becomes the gaze dims. Raises a :class:`PdfgcError` where the weights have no such
+    meaning."""
+    for group in ("pose", "eyes"):
+        if getattr(dials, group) not in DIAL_MODES:
+            raise PdfgcError(f"dials.{group} must be one of {DIAL_MODES}, "
+                             f"not {getattr(dials, group)!r}")
+    regression = regression or Regression()
+    if dials.pose != "driver":
+        if regression.pose_scale is None:
+            raise PdfgcError("these weights' pose code was not regressed to head angles; "
+                             "numeric pose needs a pdfgc checkpoint whose heads stage had "
+                             "loss.pose > 0")
+        angles = pose.new_tensor([getattr(dials, a) for a in ANGLES])
+        pose = pose.clone()
+        pose[:, :3] = _dial(pose[:, :3], angles * pose.new_tensor(regression.pose_scale[:3]),
+                            dials.pose)
+    if dials.eyes != "driver":
+        if regression.blink_dims is None and regression.gaze_dims is None:
+            raise PdfgcError("these weights' eye code was not regressed to blink or gaze; "
+                             "numeric eyes need a pdfgc checkpoint whose heads stage had "
+                             "loss.blink or loss.gaze > 0")
+        eye = eye.clone()
+        if regression.blink_dims is not None:
+            dims = list(regression.blink_dims)
+            mean = eye[:, dims].mean(dim=1, keepdim=True)
+            eye[:, dims] += _dial(mean, eye.new_tensor(dials.blink), dials.eyes) - mean
+        if regression.gaze_dims is not None:
+            dims = list(regression.gaze_dims)
+            eye[:, dims] = _dial(eye[:, dims], eye.new_tensor([dials.gaze_x, dials.gaze_y]),
+                                 dials.eyes)
+    return pose, eye
+
+
+def _dial(codes: torch.Tensor, value: torch.Tensor, mode: str) -> torch.Tensor:
+    """``value`` over every frame (``set``) or added to each frame's codes (``offset``)."""
+    return value.expand_as(codes) if mode == "set" else codes + value
 
 
 def gaussian_smooth(codes: torch.Tensor, sigma: float = MOUTH_SMOOTH_SIGMA) -> torch.Tensor:
@@ -101,18 +186,60 @@ def compose_codes(mouth: torch.Tensor, emotion: torch.Tensor, eye: torch.Tensor,
     return torch.cat([mouth, emotion, eye, pose], dim=1)
 
 
+def saved_config(ckpt: str | Path) -> dict:
+    """The run config saved in a pdfgc checkpoint's ``hyper_parameters`` ({} if none)."""
+    params = read_state_dict(ckpt, mmap=True).get("hyper_parameters") or {}
+    return dict(params.get("cfg", params))
+
+
 def trained_emotion_window(ckpt: str | Path) -> int:
     """K of the expression window a pdfgc checkpoint's G was trained with: ``data.emotion_window``
     of the run config saved in its ``hyper_parameters``, else ``DEFAULT_EMOTION_WINDOW``."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-    params = state.get("hyper_parameters") or {}
-    params = params.get("cfg", params)
-    window = (params.get("data") or {}).get("emotion_window")
+    window = (saved_config(ckpt).get("data") or {}).get("emotion_window")
     if window is None:
         log.info("%s: no data.emotion_window saved with it; composing with K = %d", ckpt,
                  DEFAULT_EMOTION_WINDOW)
         return DEFAULT_EMOTION_WINDOW
     return int(window)
+
+
+def trained_regression(ckpt: str | Path) -> Regression | None:
+    """What the heads of a pdfgc checkpoint were regressed to: the settings of the heads run
+    in its chain (this checkpoint's own, or the earlier stage's its ``stage.init_from``
+    names, followed back). None when no heads run is found or it regressed nothing."""
+    path, seen = Path(ckpt), set()
+    while path is not None and path not in seen:
+        seen.add(path)
+        cfg = saved_config(path)
+        stage = cfg.get("stage") or {}
+        if stage.get("name") == "heads":
+            return _heads_regression(stage, cfg.get("loss") or {})
+        path = _earlier_checkpoint(path, stage.get("init_from"))
+    return None
+
+
+def _heads_regression(stage: Mapping, loss: Mapping) -> Regression | None:
+    """The :class:`Regression` of a heads run's ``stage`` and ``loss`` settings."""
+    def regressed(term: str, key: str) -> tuple | None:
+        on = (loss.get(term) or 0) > 0 and stage.get(key) is not None
+        return tuple(stage[key]) if on else None
+
+    found = Regression(regressed("pose", "pose_scale"), regressed("blink", "blink_dims"),
+                       regressed("gaze", "gaze_dims"))
+    return None if found == Regression() else found
+
+
+def _earlier_checkpoint(ckpt: Path, init_from: str | None) -> Path | None:
+    """The checkpoint a stage started from: as recorded, else the same stage's file beside
+    this run (``<group>/<stage>/checkpoints/<file>``: a run group moved, or run from
+    another folder); None if neither is a file."""
+    if not init_from:
+        return None
+    recorded, parents = Path(init_from), ckpt.resolve().parents
+    if recorded.is_file():
+        return recorded
+    beside = parents[2].joinpath(*recorded.parts[-3:]) if len(parents) > 2 else None
+    return beside if beside is not None and beside.is_file() else None
 
 
 class TalkingHeadModel(nn.Module):
@@ -123,10 +250,12 @@ class TalkingHeadModel(nn.Module):
     kept as the reference. ``compile`` wraps each network in ``torch.compile``.
     ``emotion_window`` says how :meth:`compose` combines codes (see :func:`compose_codes`):
     None for the released weights, K for a pdfgc checkpoint trained with a K-frame window.
+    ``regression`` says what the pose and eye codes mean numerically, for :class:`Dials`.
     """
 
     def __init__(self, nets: nn.ModuleDict, noise_seed: int = DEFAULT_NOISE_SEED,
-                 fast: bool = True, compile: bool = False, emotion_window: int | None = None):
+                 fast: bool = True, compile: bool = False, emotion_window: int | None = None,
+                 regression: Regression | None = None):
         super().__init__()
         self.nets = nets.eval().requires_grad_(False)
         self.memory_format = torch.channels_last if fast else torch.contiguous_format
@@ -137,6 +266,7 @@ class TalkingHeadModel(nn.Module):
         self.noise_seed = noise_seed
         self.noise = self.nets.generator.make_noise(noise_seed)
         self.emotion_window = emotion_window
+        self.regression = regression
         self.run = {name: torch.compile(net, dynamic=False) if compile else net
                     for name, net in self.nets.items()}
 
@@ -145,20 +275,28 @@ class TalkingHeadModel(nn.Module):
                     noise_seed: int = DEFAULT_NOISE_SEED, compile: bool = False
                     ) -> TalkingHeadModel:
         """Build the ``model=`` networks and load ``weights``: a released folder (codes
-        composed as released) or a pdfgc ``.ckpt`` (codes composed as its G was trained);
-        None keeps the random weights, composed as released."""
+        composed as released) or a pdfgc ``.ckpt`` (codes composed as its G was trained, and
+        its heads' :class:`Regression`); None keeps the random weights, composed as
+        released."""
         nets = build_networks(model_cfg)
-        window = None
+        window = regression = None
         if weights is not None:
             load_networks(weights, nets)
             if not Path(weights).is_dir():
                 window = trained_emotion_window(weights)
-        return cls(nets, noise_seed, compile=compile, emotion_window=window)
+                regression = trained_regression(weights)
+        return cls(nets, noise_seed, compile=compile, emotion_window=window,
+                   regression=regression)
 
-    def compose(self, codes: Mapping[str, torch.Tensor], controls: Controls) -> torch.Tensor:
+    def compose(self, codes: Mapping[str, torch.Tensor], controls: Controls,
+                dials: Dials | None = None) -> torch.Tensor:
         """Whole-sequence codes {mouth, emotion, eye, pose: (N, D)} -> motion styles (N, M),
-        composed the way these weights expect (:func:`compose_codes`)."""
-        return compose_codes(*(codes[name] for name in CODES), controls, self.emotion_window)
+        with ``dials`` applied (:func:`apply_dials`) and composed the way these weights
+        expect (:func:`compose_codes`)."""
+        mouth, emotion, eye, pose = (codes[name] for name in CODES)
+        if dials is not None:
+            pose, eye = apply_dials(pose, eye, dials, self.regression)
+        return compose_codes(mouth, emotion, eye, pose, controls, self.emotion_window)
 
     def to(self, *args, **kwargs) -> TalkingHeadModel:  # keep the noise maps on the device
         super().to(*args, **kwargs)

@@ -13,8 +13,9 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from pdfgc.features import (
     pixels_to_input,
     to_uint8,
 )
-from pdfgc.inference.model import Controls, TalkingHeadModel
+from pdfgc.inference.model import Controls, Dials, TalkingHeadModel
 from pdfgc.media import FrameSource, VideoWriter, load_audio, read_image
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,12 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass
 class Job:
-    """One video to render. Omitted drivers are neutral: the portrait itself drives them."""
+    """One video to render. Omitted drivers are neutral: the portrait itself drives them.
+
+    ``driver_policy``: what a driver shorter than the audio does (:func:`driver_timeline`);
+    ``dials``: numeric pose and eye values (:class:`Dials`); ``panel``: also write
+    appearance | result | drivers side by side to this path.
+    """
 
     audio: str
     appearance: str
@@ -59,6 +65,9 @@ class Job:
     emotion: str | None = None
     eye: str | None = None
     controls: Controls = field(default_factory=Controls)
+    driver_policy: str = "loop"
+    dials: Dials = field(default_factory=Dials)
+    panel: str | None = None
 
 
 def driver_timeline(num_frames: int, length: int, policy: str) -> np.ndarray:
@@ -157,9 +166,14 @@ class Renderer:
         index = torch.from_numpy(inverse).to(self.device)
         return {k: torch.cat(v)[index] for k, v in parts.items()}
 
-    def render(self, job: Job) -> Path:
-        """Render one job to ``job.output`` (written atomically); returns its path."""
+    def render(self, job: Job, progress: Callable[[int, int], None] | None = None) -> Path:
+        """Render one job to ``job.output`` (and ``job.panel``), written atomically; returns
+        the output's path. ``progress(done, total)`` is called after each rendered chunk."""
         samples = load_audio(job.audio, SAMPLE_RATE)
+        limit = self.cfg.get("max_audio_seconds")
+        if limit is not None and len(samples) > limit * SAMPLE_RATE:
+            raise PdfgcError(f"{job.audio}: audio is {len(samples) / SAMPLE_RATE:.1f} s long; "
+                             f"at most {limit:g} s is rendered here (max_audio_seconds)")
         mel = mel_spectrogram(normalize_rms(samples))
         n = num_output_frames(len(mel))
         if n < 1:
@@ -181,23 +195,37 @@ class Renderer:
             if id(driver) not in by_source:
                 by_source[id(driver)] = self._driver_codes(driver)
             codes[factor] = by_source[id(driver)][factor]
-        motion = self.model.compose(codes, job.controls)
+        motion = self.model.compose(codes, job.controls, job.dials)
 
         offset = audio_offset_samples()
         track = samples[offset: offset + n * SAMPLE_RATE // FPS]
         still = self._pixels(portrait[None])[0].numpy()
-        with VideoWriter(job.output, fps=FPS, audio=track, sample_rate=SAMPLE_RATE,
-                         crf=self.cfg.crf) as writer, ThreadPoolExecutor(1) as encoder:
+        targets = {job.output: bool(self.cfg.panel)}  # path -> whether it gets the panel
+        if job.panel is not None:
+            targets[job.panel] = True
+        chunks = list(self._chunks(n))
+        with ExitStack() as files, ThreadPoolExecutor(1) as encoder:
+            writers = {files.enter_context(VideoWriter(path, fps=FPS, audio=track,
+                                                       sample_rate=SAMPLE_RATE,
+                                                       crf=self.cfg.crf)): gets_panel
+                       for path, gets_panel in targets.items()}
+
+            def write(frames: np.ndarray, panel: np.ndarray | None) -> None:
+                for writer, gets_panel in writers.items():
+                    writer.write(panel if gets_panel else frames)
+
             pending = None  # H.264 encoding of one chunk overlaps rendering of the next
-            for s in tqdm(list(self._chunks(n)), desc=Path(job.output).name, unit="chunk",
-                          disable=not self.cfg.progress):
+            for done, s in enumerate(tqdm(chunks, desc=Path(job.output).name, unit="chunk",
+                                          disable=not self.cfg.progress), 1):
                 with self._autocast():
                     frames = to_uint8(self.model.render(appearance, motion[s]))
-                if self.cfg.panel:
-                    frames = self._panel(frames, still, drivers, s)
+                panel = (self._panel(frames, still, drivers, s) if any(targets.values())
+                         else None)
                 if pending is not None:
                     pending.result()
-                pending = encoder.submit(writer.write, frames)
+                pending = encoder.submit(write, frames, panel)
+                if progress is not None:
+                    progress(done, len(chunks))
             if pending is not None:
                 pending.result()
         return Path(job.output)
@@ -209,7 +237,7 @@ class Renderer:
             path = getattr(job, factor)
             if path not in opened:
                 source = portrait[None] if path is None else FrameSource(path)
-                opened[path] = Driver(source, n, self.cfg.driver_policy)
+                opened[path] = Driver(source, n, job.driver_policy)
         return {factor: opened[getattr(job, factor)] for factor in FACTORS}
 
     def _panel(self, frames: np.ndarray, still: np.ndarray, drivers: dict[str, Driver],
@@ -241,7 +269,8 @@ def job_from_config(cfg: DictConfig) -> Job:
         if cfg.get(key) is None:
             raise PdfgcError(f"{key}= is required (or give jobs=<file.jsonl|csv>)")
     return Job(audio=cfg.audio, appearance=cfg.appearance, output=cfg.output, pose=cfg.pose,
-               emotion=cfg.emotion, eye=cfg.eye, controls=controls_from_config(cfg.controls))
+               emotion=cfg.emotion, eye=cfg.eye, controls=controls_from_config(cfg.controls),
+               driver_policy=cfg.driver_policy)
 
 
 def controls_from_config(controls: DictConfig | dict) -> Controls:
@@ -282,7 +311,8 @@ def read_jobs(path: str, defaults: DictConfig) -> list[Job]:
                          if row.get(k) is not None})
         paths = {k: str(file.parent / row[k]) if row.get(k) else None
                  for k in ("audio", "appearance", "output", *FACTORS)}
-        jobs.append(Job(**paths, controls=controls_from_config(switches)))
+        jobs.append(Job(**paths, controls=controls_from_config(switches),
+                        driver_policy=defaults.driver_policy))
     return jobs
 
 

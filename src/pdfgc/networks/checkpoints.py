@@ -32,13 +32,14 @@ LIGHTNING_PREFIX = "nets."
 SHOWN_KEYS = 3
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a checkpoint file on the CPU; a one-line error if it is missing or unreadable."""
+def read_state_dict(path: str | Path, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Load a checkpoint file on the CPU (``mmap``: tensors read only when used); a one-line
+    error if it is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise PdfgcError(f"{path}: checkpoint file not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises several types for truncated / foreign files
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         raise PdfgcError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): "
