@@ -142,10 +142,10 @@ class VideoWriter:
 
     ``with VideoWriter(path, fps=25, audio=samples, sample_rate=16000) as w: w.write(frames)``
     Frames go to the encoder as they arrive; the audio is encoded on close. The file appears
-    at ``path`` only when the block succeeds (see ``atomic_path``). ``threads``: x264's
-    encoding threads (None: its default, several); 1 makes the file the same on every run, as
-    x264's frame threads under a loaded CPU sometimes decide differently (2 of the 496 demo
-    clips differed between two generations).
+    at ``path`` only when the block succeeds (see ``atomic_path``). ``deterministic``:
+    the same bytes for the same frames on every run, by turning off x264's macroblock tree,
+    which reads memory it never initialised (at 64 px the bytes changed with glibc's
+    ``MALLOC_PERTURB_``, and 2-3 of the 496 demo clips differed between two generations).
     """
 
     def __init__(
@@ -155,14 +155,14 @@ class VideoWriter:
         audio: np.ndarray | None = None,
         sample_rate: int | None = None,
         crf: int = 18,
-        threads: int | None = None,
+        deterministic: bool = False,
     ) -> None:
         if not fps > 0:
             raise PdfgcError(f"{path}: frame rate must be positive, got {fps}")
         self.path = Path(path)
         self.fps = Fraction(fps).limit_denominator(10000)
         self.crf = crf
-        self.threads = threads
+        self.deterministic = deterministic
         self.audio = None if audio is None else _check_audio(audio, sample_rate)
         self.sample_rate = sample_rate
         self.frames_written = 0
@@ -239,8 +239,8 @@ class VideoWriter:
         self._video.width, self._video.height = width, height
         self._video.pix_fmt = "yuv420p"
         self._video.options = {"crf": str(self.crf)}
-        if self.threads is not None:
-            self._video.options["threads"] = str(self.threads)
+        if self.deterministic:
+            self._video.options["x264-params"] = "no-mbtree=1"
         self._video.codec_context.gop_size = KEYFRAME_INTERVAL
         if self.audio is not None:
             self._audio = self._container.add_stream("aac", rate=self.sample_rate, layout="mono")

@@ -47,8 +47,8 @@ from pdfgc.features import FPS, SAMPLE_RATE, mel_spectrogram, normalize_rms
 from pdfgc.media import FrameSource, VideoWriter, atomic_path
 
 GENERATION_FILE = "generation.json"
-FORMAT_VERSION = 3  # bump when the files change, so stored datasets are regenerated (3: one x264
-                    # thread per clip, the same bytes on every run)
+FORMAT_VERSION = 3  # bump when the files change, so stored datasets are regenerated (3: x264 without
+                    # its macroblock tree, the same bytes on every run)
 CLIP_STREAM = 2  # random-stream tag of clips (identities use factors.IDENTITY_STREAM)
 MOTION_STREAMS = ("pose", "blink", "gaze", "emotion")
 SHEET_PICKS = ("mouth_open", "blink", "yaw", "pitch", "gaze_x")  # contact-sheet frame choice
@@ -130,7 +130,7 @@ def _write_clip(job: _ClipJob) -> ClipRecord:
                                         job.seconds, job.image_size)
     root = Path(job.root)
     with VideoWriter(root / record.video, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE,
-                     threads=1) as out:  # the same bytes on every machine load
+                     deterministic=True) as out:
         out.write(frames)
     write_labels(root / record.labels, **labels)
     return record
