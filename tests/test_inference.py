@@ -307,6 +307,8 @@ def _bad_inputs(sample: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
         "wrong checkpoint": ([f"weights={wrong}"], "appearance_model.pth"),
         "bad policy": (["driver_policy=bounce"], "driver_policy"),
         "audio too long": (["max_audio_seconds=1"], "at most 1 s"),
+        "output under a file": ([f"output={tmp / 'notes.txt' / 'out.mp4'}"],
+                                "a file stands in the way"),
     }
 
 

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pdfgc.errors import PdfgcError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -14,10 +16,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary file (``.<stem>.tmp-XXXXXXXX<suffix>``, same folder and suffix so that
     writers guessing the format from the name still work) is not created here; the block
     writes it. On a normal exit it is renamed over ``path``; if the block raises it is
-    deleted. Parent folders are created.
+    deleted. Parent folders are created (a one-line error where a file stands in the way).
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise PdfgcError(f"{final}: cannot create its folder, a file stands in the way "
+                         f"({next(p for p in final.parents if p.is_file())})") from None
     tmp = final.with_name(f".{final.stem}.tmp-{secrets.token_hex(4)}{final.suffix}")
     try:
         yield tmp

@@ -47,8 +47,8 @@ from pdfgc.features import FPS, SAMPLE_RATE, mel_spectrogram, normalize_rms
 from pdfgc.media import FrameSource, VideoWriter, atomic_path
 
 GENERATION_FILE = "generation.json"
-FORMAT_VERSION = 3  # bump when the files change, so stored datasets are regenerated (3: x264 without
-                    # its macroblock tree, the same bytes on every run)
+FORMAT_VERSION = 3  # bump when the files change, so stored datasets are regenerated
+                    # (3: x264 without its macroblock tree, the same bytes on every run)
 CLIP_STREAM = 2  # random-stream tag of clips (identities use factors.IDENTITY_STREAM)
 MOTION_STREAMS = ("pose", "blink", "gaze", "emotion")
 SHEET_PICKS = ("mouth_open", "blink", "yaw", "pitch", "gaze_x")  # contact-sheet frame choice
