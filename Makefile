@@ -31,7 +31,7 @@ test: setup browser ## run the test suite (fast tests; `make test-all` adds the 
 test-all: setup browser ## run every test, slow ones included
 	$(PY) -m pytest
 
-demo: setup ## the main job: synthetic data -> every stage -> evaluation -> demo video (~26 min)
+demo: setup ## the main job: synthetic data -> every stage -> evaluation -> demo video (~10-15 min)
 	$(PY) -m pdfgc.demo
 
 sample: setup ## render the built-in sample with random tiny weights (the inference pipeline)
