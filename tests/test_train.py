@@ -461,6 +461,17 @@ def test_bad_stage_settings_are_one_line_errors(tmp_path, data_dir, overrides, m
         build_module(compose_train(tmp_path, data_dir, *overrides))
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("data.batch_size=0", "data.batch_size must be at least 1, got 0"),
+    ("stage.optimizer.lr=-1", "stage.optimizer: Invalid learning rate: -1"),
+])
+def test_bad_training_values_are_one_line_exit_2(tmp_path, data_dir, override, message):
+    result = cli(tmp_path, data_dir, "stage=motion", override)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: {message}"
+    assert "Traceback" not in result.stderr + result.stdout
+
+
 def test_configs_for_scale_logging_and_clusters(tmp_path, data_dir, monkeypatch):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
         cfg = compose("train", overrides=["experiment=voxceleb2", "stage=heads",

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from pdfgc.data.datasets import ClipIndex, TalkingHeadDataset
 from pdfgc.data.manifest import SPLITS
+from pdfgc.errors import PdfgcError
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
                 "predict": ()}
@@ -72,6 +73,8 @@ class VoxCeleb2DataModule(pl.LightningDataModule):
         generate: Mapping | None = None,
     ):
         super().__init__()
+        if batch_size < 1:
+            raise PdfgcError(f"data.batch_size must be at least 1, got {batch_size}")
         self.save_hyperparameters(logger=False)
         self.root = Path(root)
         self.batch_size, self.num_workers = batch_size, num_workers

@@ -305,10 +305,13 @@ class StageModule(pl.LightningModule):
         main = [g for g in groups if g["name"] != DISCRIMINATOR]
         if not main:
             raise PdfgcError(f"stage {self.stage_name}: every parameter is frozen")
-        optimizers = [instantiate(self.optimizer_factory)(main)]
-        if self.adversarial:
-            optimizers.append(instantiate(self.optimizer_factory)(
-                [g for g in groups if g["name"] == DISCRIMINATOR]))
+        try:  # torch checks the settings (a negative rate, betas out of range)
+            optimizers = [instantiate(self.optimizer_factory)(main)]
+            if self.adversarial:
+                optimizers.append(instantiate(self.optimizer_factory)(
+                    [g for g in groups if g["name"] == DISCRIMINATOR]))
+        except ValueError as err:
+            raise PdfgcError(f"stage.optimizer: {err}") from None
         return optimizers, [instantiate(self.scheduler_factory)(o) for o in optimizers]
 
     @property
