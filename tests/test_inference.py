@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -12,9 +13,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from pdfgc.errors import PdfgcError
 from pdfgc.features import SAMPLE_RATE
+from pdfgc.inference import pipeline
 from pdfgc.inference.model import (
     DEFAULT_EMOTION_WINDOW,
     Controls,
@@ -336,3 +339,15 @@ def test_grayscale_and_rgba_portraits(sample_dir, tmp_path, kind):
     args[2] = f"appearance={tmp_path / 'p.png'}"
     result = infer(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_it_warns_and_names_fp32(monkeypatch, caplog, native):
+    monkeypatch.setattr(pipeline, "cpu_has_native_bf16", lambda: native)
+    model = TalkingHeadModel(build_networks(model_config("tiny")))
+    cfg = OmegaConf.create({"batch_size": 2, "precision": "bf16", "device": "cpu"})
+    with caplog.at_level(logging.WARNING, logger=pipeline.__name__):
+        pipeline.Renderer(cfg, model)
+    warned = [r.getMessage() for r in caplog.records if "bf16" in r.getMessage()]
+    assert len(warned) == (0 if native else 1)
+    assert native or "use precision=fp32" in warned[0]
