@@ -549,6 +549,21 @@ def test_the_final_step_is_saved_between_two_periodic_checkpoints(tmp_path, data
     assert checkpoint(run / "last.ckpt")["global_step"] == 3
 
 
+def test_a_resumed_run_prints_none_of_lightnings_known_noise(tmp_path, data_dir):
+    def run(*overrides: str) -> subprocess.CompletedProcess:
+        command = cli_command(tmp_path, data_dir, "stage=motion", "run_group=quiet", *overrides)
+        command["env"].pop("PYTHONWARNINGS")  # every warning shown, as a user sees them
+        return subprocess.run(**command, capture_output=True, timeout=300)
+
+    run("trainer.max_steps=1")
+    result = run("trainer.max_steps=2")
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "resuming from" in output
+    for noise in ("Tip:", "litlogger", "exists and is not empty", "LeafSpec"):
+        assert noise not in output, noise
+
+
 KILLED_WRITE = """
 import os, signal, sys, torch
 from pdfgc.stages.callbacks import AtomicCheckpointIO

@@ -33,7 +33,18 @@ LIGHTNING_CKPT_KEYS = ("last", "best", "hpc", "registry")  # ckpt_path words Lig
 EXPECTED_WARNINGS = (
     r"Found \d+ module\(s\) in eval mode",  # frozen submodules, on purpose
     "Using ModelCheckpoint with manual optimization",  # we do save the post-step state
+    "Checkpoint directory .* exists and is not empty",  # a resumed run's own folder
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's call into torch
 )
+LIGHTNING_TIPS = "💡 Tip"  # Lightning's advertisement at every fit (the litlogger package)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(LIGHTNING_TIPS)
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropTips())
 OmegaConf.register_new_resolver("pdfgc.env_unset", lambda name: not os.environ.get(name),
                                 replace=True)
 
