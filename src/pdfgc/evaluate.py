@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from tqdm import tqdm
 
 from pdfgc.data.datasets import UnreadableClip
 from pdfgc.errors import PdfgcError
-from pdfgc.inference.model import TalkingHeadModel
+from pdfgc.inference.model import TalkingHeadModel, saved_config
 from pdfgc.inference.pipeline import resolve_device
 from pdfgc.media import atomic_path
 from pdfgc.metrics.registry import Metric, MetricContext, build_metrics, digest
@@ -59,18 +58,10 @@ def saved_run_config(ckpt: Path) -> DictConfig | None:
             if (folder / name).is_file():
                 log.info("run settings from %s", folder / name)
                 return OmegaConf.load(folder / name)
-    if not ckpt.is_file():
-        return None
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception:  # unreadable here: load_networks reports it properly
-        return None
-    params = state.get("hyper_parameters") if isinstance(state, Mapping) else None
-    if isinstance(params, Mapping):
-        params = params.get("cfg", params)
-        if isinstance(params, Mapping) and ("data" in params or "model" in params):
-            log.info("run settings from the hyper_parameters of %s", ckpt)
-            return OmegaConf.create(dict(params))
+    params = saved_config(ckpt) if ckpt.is_file() else {}
+    if "data" in params or "model" in params:
+        log.info("run settings from the hyper_parameters of %s", ckpt)
+        return OmegaConf.create(params)
     return None
 
 
