@@ -8,6 +8,7 @@ the real ``data=synthetic`` DataModule on a very small generated dataset.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import subprocess
@@ -539,6 +540,48 @@ def test_resume_continues_at_the_same_global_step(tmp_path, data_dir):
     assert logged_steps(metrics(run, 2), "train/loss/total") == [4]
 
 
+EXACT = [  # 3 steps an epoch, the discriminator from step 3, deterministic, every step recorded
+    "stage=motion", "stage.gan_start=3", "data.samples_per_epoch.train=12",
+    "trainer.deterministic=true", "trainer.limit_val_batches=0",
+    "callbacks.image_logger.every_n_steps=0",
+    "callbacks.batch_record.path=${paths.output_dir}/batches.jsonl"]
+
+
+def recorded_batches(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "batches.jsonl").read_text().splitlines()]
+
+
+def assert_same_training(run: Path, reference: Path) -> None:
+    """Every step ``run`` recorded trained on the reference's batch of that step, and both end
+    with bit-equal weights and optimiser states."""
+    batches = {b["step"]: b for b in recorded_batches(reference)}
+    for seen in recorded_batches(run):
+        assert seen == batches[seen["step"]], seen["step"]
+    final, expected = (checkpoint(r / "checkpoints" / "last.ckpt") for r in (run, reference))
+    assert final["global_step"] == expected["global_step"]
+    for name, value in expected["state_dict"].items():
+        assert torch.equal(final["state_dict"][name], value), name
+    assert final["optimizer_states"].__repr__() == expected["optimizer_states"].__repr__()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_dir) -> Path:
+    """Seven steps of ``EXACT`` in one go: two whole epochs and one step of the third."""
+    root = tmp_path_factory.mktemp("exact")
+    train(compose_train(root, data_dir, *EXACT, "run_group=whole", "trainer.max_steps=7"))
+    return root / "outputs" / "train" / "whole" / "motion"
+
+
+@pytest.mark.parametrize("step", [1, 3, 5])  # mid-epoch 0, the end of epoch 0, mid-epoch 1
+def test_a_resumed_run_trains_on_the_batches_and_ends_with_the_weights_of_one_run(
+        tmp_path, data_dir, uninterrupted, step):
+    resumed = tmp_path / "outputs" / "train" / "resumed" / "motion"
+    train(compose_train(tmp_path, data_dir, *EXACT, "run_group=resumed", "trainer.max_steps=7",
+                        f"ckpt_path={uninterrupted / 'checkpoints' / f'motion-{step}.ckpt'}"))
+    assert [b["step"] for b in recorded_batches(resumed)] == list(range(step, 7))
+    assert_same_training(resumed, uninterrupted)
+
+
 def test_the_final_step_is_saved_between_two_periodic_checkpoints(tmp_path, data_dir):
     run = tmp_path / "outputs" / "train" / "final" / "motion" / "checkpoints"
     train(compose_train(tmp_path, data_dir, "stage=motion", "run_group=final",
@@ -588,26 +631,28 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint(tmp_pat
     assert [p.name for p in path.parent.iterdir() if p.name != "last.ckpt"] != []  # temp
 
 
-def test_a_run_killed_with_sigkill_resumes_at_its_last_checkpoint(tmp_path, data_dir):
-    overrides = ["stage=motion", "run_group=killed", "trainer.limit_val_batches=0",
-                 "callbacks.image_logger.every_n_steps=0"]
-    last = tmp_path / "outputs" / "train" / "killed" / "motion" / "checkpoints" / "last.ckpt"
+def test_a_run_killed_with_sigkill_resumes_exactly(tmp_path, data_dir, uninterrupted):
+    overrides = [*EXACT, "run_group=killed"]
+    run = tmp_path / "outputs" / "train" / "killed" / "motion"
+    last = run / "checkpoints" / "last.ckpt"
     process = subprocess.Popen(**cli_command(tmp_path, data_dir, *overrides,
                                              "trainer.max_steps=1000"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while not (last.is_file() and checkpoint(last)["global_step"] >= 3):
+        while not (last.is_file() and checkpoint(last)["global_step"] >= 2):
             assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
+            time.sleep(0.05)
     finally:
         process.kill()  # SIGKILL, possibly in the middle of a checkpoint write
         process.wait()
     step = checkpoint(last)["global_step"]
-    result = cli(tmp_path, data_dir, *overrides, f"trainer.max_steps={step + 2}")
+    assert step < 7
+    result = cli(tmp_path, data_dir, *overrides, "trainer.max_steps=7")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert checkpoint(last)["global_step"] == step + 2
-    assert logged_steps(metrics(last.parents[1], 1), "train/loss/total") == [step, step + 1]
+    assert logged_steps(metrics(run, 1), "train/loss/total") == list(range(step, 7))
+    assert [b["step"] for b in recorded_batches(run)][step - 7:] == list(range(step, 7))
+    assert_same_training(run, uninterrupted)
 
 
 # --- processes: DDP, sweeps, experiments ---------------------------------------------------

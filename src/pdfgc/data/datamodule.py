@@ -3,11 +3,13 @@
 Both datasets follow the manifest contract (``pdfgc.data.manifest``); synthetic data is
 generated in ``prepare_data`` when ``generate`` is set and the folder has none yet.
 
-Epochs and DDP: sample ``i`` of epoch ``e`` is fixed by ``(seed, e, i)`` (see
-``pdfgc.data.datasets``), so the loaders do not shuffle; under DDP Lightning swaps their
-sequential sampler for a ``DistributedSampler``, which hands each rank its own indices of the
-same epoch. The training set moves to the next epoch's samples through
-:class:`DataEpochCallback`, which ``setup`` adds to the trainer (once) for you.
+Epochs, DDP and resume: sample ``i`` of epoch ``e`` is fixed by ``(seed, e, i)`` (see
+``pdfgc.data.datasets``), so the loaders do not shuffle. Training batches come from
+:class:`StepSampler`: step ``b`` of an epoch is samples ``[b*B*W, (b+1)*B*W)`` whatever the
+number of processes ``W``, each rank taking its own block of ``B``, and a run resumed mid-epoch
+starts at the step its checkpoint stopped at. The training set moves to the next epoch's
+samples through :class:`DataEpochCallback`, which ``setup`` adds to the trainer (once) for you.
+Validation and test loaders are sequential; under DDP Lightning gives each rank its share.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pdfgc.data.datasets import ClipIndex, TalkingHeadDataset
 from pdfgc.data.manifest import SPLITS
@@ -34,6 +36,36 @@ class DataEpochCallback(pl.Callback):
         datamodule = trainer.datamodule
         if isinstance(datamodule, VoxCeleb2DataModule):
             datamodule.set_epoch(trainer.current_epoch)
+
+
+class StepSampler(DistributedSampler):
+    """The training order of one process: at step ``b`` of an epoch, rank ``r`` of ``W`` takes
+    samples ``b*B*W + r*B ... + B - 1``, so the ranks together see exactly the batch of one
+    process with batch ``B*W``. The first pass starts at step ``start_step`` (a resumed run's
+    position in its epoch); later epochs start at 0. An incomplete last step is dropped.
+
+    A ``DistributedSampler``, so Lightning keeps it under DDP instead of replacing it.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, num_replicas: int = 1, rank: int = 0,
+                 start_step: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.batch_size = batch_size
+        self.steps = len(dataset) // (batch_size * num_replicas)
+        if self.steps == 0:
+            raise PdfgcError(
+                f"data.samples_per_epoch.train={len(dataset)} is less than one step: "
+                f"{batch_size} (data.batch_size) x {num_replicas} processes")
+        self.start_step = start_step
+
+    def __len__(self) -> int:
+        return self.steps * self.batch_size
+
+    def __iter__(self):
+        start, self.start_step = self.start_step, 0
+        per_step = self.batch_size * self.num_replicas
+        firsts = (b * per_step + self.rank * self.batch_size for b in range(start, self.steps))
+        return iter([i for first in firsts for i in range(first, first + self.batch_size)])
 
 
 class VoxCeleb2DataModule(pl.LightningDataModule):
@@ -121,9 +153,21 @@ class VoxCeleb2DataModule(pl.LightningDataModule):
         self.dataset("train").set_epoch(epoch)
 
     def train_dataloader(self) -> DataLoader:
-        if self.trainer is not None:  # a resumed run starts at its epoch
-            self.set_epoch(self.trainer.current_epoch)
-        return self._loader("train", drop_last=True)
+        trainer = self.trainer
+        if trainer is None:
+            return self._loader("train", StepSampler(self.dataset("train"), self.batch_size),
+                                drop_last=True)
+        sampler = StepSampler(self.dataset("train"), self.batch_size, trainer.world_size,
+                              trainer.global_rank)
+        epoch = trainer.current_epoch
+        if trainer.fit_loop.epoch_loop.restarting:  # resumed: continue where it stopped
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            if done < sampler.steps:
+                sampler.start_step = done
+            else:  # saved at the end of its epoch (the first batch is fetched before the
+                epoch += 1  # next epoch's start sets it)
+        self.set_epoch(epoch)
+        return self._loader("train", sampler, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
@@ -131,13 +175,17 @@ class VoxCeleb2DataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
 
-    def _loader(self, split: str, drop_last: bool = False) -> DataLoader:
+    def _loader(self, split: str, sampler: StepSampler | None = None,
+                drop_last: bool = False) -> DataLoader:
         return DataLoader(
             self.dataset(split),
             batch_size=self.batch_size,
-            shuffle=False,  # the index is already random: sample i is drawn from (seed, epoch, i)
+            sampler=sampler,  # no shuffling: sample i is already drawn from (seed, epoch, i)
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             drop_last=drop_last,
+            # its own generator: starting an epoch's iterator draws no number from the global
+            # one, whose draws (the generator's noise) a resumed run must continue exactly
+            generator=torch.Generator().manual_seed(self.dataset_options["seed"]),
         )

@@ -1,8 +1,11 @@
 """Training callbacks and plugins: image grids every N steps, checkpoints that always hold
-the final step, atomic checkpoint writes."""
+the final step, atomic checkpoint writes, the random states in checkpoints, a record of the
+samples every step trained on."""
 
 from __future__ import annotations
 
+import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,58 @@ class FinalCheckpoint(ModelCheckpoint):
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
         super().on_train_end(trainer, pl_module)
+
+
+class RandomState(pl.Callback):
+    """Puts the random states (Python, NumPy, torch CPU and CUDA) in every checkpoint and
+    restores them when a resumed run starts training, so its noise draws continue those of
+    the run it resumes. Every rank is seeded alike and draws alike, so rank zero's states,
+    the ones saved, are every rank's."""
+
+    def __init__(self):
+        self.pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, *rest = np.random.get_state()  # as tensors and numbers: weights_only loads
+        states = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys), *rest),
+                  "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            states["cuda"] = torch.cuda.get_rng_state_all()
+        return states
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.pending = state_dict
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.pending is None:
+            return
+        states, self.pending = self.pending, None
+        random.setstate(states["python"])
+        kind, keys, *rest = states["numpy"]
+        np.random.set_state((kind, keys.numpy(), *rest))
+        torch.set_rng_state(states["torch"])
+        if "cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class BatchRecord(pl.Callback):
+    """Appends one JSON line per training step to ``path`` (rank zero's batch; None: off):
+    the step and the ``clip``, ``frame`` and ``identity`` ids of its samples. A resumed run
+    appends its own steps, so the file shows what every step of every attempt trained on."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = None if path is None else Path(path)
+
+    @rank_zero_only
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        if self.path is None:
+            return
+        ids = {k: batch[k].tolist() for k in ("clip", "frame", "identity")}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": trainer.global_step, "epoch": trainer.current_epoch,
+                                **ids}) + "\n")
 
 
 class ImageLogger(pl.Callback):
