@@ -33,7 +33,7 @@ from pdfgc.inference.model import (
 from pdfgc.inference.pipeline import driver_timeline
 from pdfgc.media import probe_video, write_wav
 from pdfgc.networks import build_networks
-from pdfgc.networks.checkpoints import save_released
+from pdfgc.networks.checkpoints import RELEASED_FILES, save_released
 
 from conftest import expected_frames, model_config, save_run_checkpoint
 
@@ -312,6 +312,9 @@ def _bad_inputs(sample: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
         "audio too long": (["max_audio_seconds=1"], "at most 1 s"),
         "output under a file": ([f"output={tmp / 'notes.txt' / 'out.mp4'}"],
                                 "a file stands in the way"),
+        "output is a folder": ([f"output={tmp}"], "is a folder; name the .mp4"),
+        "missing weights": ([f"weights={tmp / 'nope'}"], "weights not found"),
+        "weights folder lacks files": ([f"weights={tmp}"], "it lacks appearance_model.pth"),
     }
 
 
@@ -327,6 +330,31 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_file(sample_dir, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: "), f"{case}: {result.stderr}"
         assert needle in lines[0], case
         assert not out.exists() and not list(tmp_path.glob(".never*")), case
+
+
+@pytest.mark.parametrize(("missing", "message"), [
+    ("audio", "no such audio file"),
+    ("appearance", "no such image file"),
+    ("pose", "no such video file or frame folder"),
+    (None, "appearance_model.pth: not a readable PyTorch checkpoint"),
+])
+def test_a_missing_input_is_reported_before_the_model_loads(sample_dir, tmp_path, missing,
+                                                            message):
+    """Weights that fail to load and a missing input: the input is what is reported, as every
+    job's files are checked before the model loads (None: those weights' own error)."""
+    weights = tmp_path / "unloadable"
+    weights.mkdir()
+    for name in RELEASED_FILES.values():
+        (weights / name).write_bytes(b"not a checkpoint")
+    gone = tmp_path / "gone"
+    args = [a for a in sample_args(sample_dir, tmp_path / "never.mp4")[1:]
+            if a.split("=")[0] != missing]
+    args += [f"weights={weights}", *([f"{missing}={gone}"] if missing else [])]
+    result = infer(*args, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    expected = f"error: {gone}: {message}" if missing else message
+    assert (lines[0] == expected) if missing else (expected in lines[0]), lines[0]
 
 
 @pytest.mark.parametrize("kind", ["gray", "rgba"])

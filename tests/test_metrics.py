@@ -17,6 +17,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import default_collate
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+from torchvision.models.inception import Inception3
 
 from pdfgc.data.datasets import TalkingHeadDataset
 from pdfgc.data.synthetic import FACTOR_NAMES, generate_dataset, make_identity, render_frame
@@ -35,7 +37,7 @@ from pdfgc.metrics.disentanglement import (
     probe_r2,
     probe_targets,
 )
-from pdfgc.metrics.fid import FID, InceptionFeatures, resize_bilinear_tf1
+from pdfgc.metrics.fid import FID, uint8_images
 from pdfgc.metrics.identity import DlibEmbedder, cosine
 from pdfgc.metrics.landmarks import MOUTH, detect_landmarks, detection_images, landmark_distance
 from pdfgc.metrics.lpips import LPIPS
@@ -52,7 +54,7 @@ from pdfgc.metrics.render import EvalRenderer, partner_indices
 from pdfgc.metrics.syncnet import SyncNet, SyncNetScorer, load_syncnet, mfcc, sync_score
 from pdfgc.metrics.transfer import GROUPS, GroundTruth, Transfer, gaussian_blur
 from pdfgc.networks import build_networks
-from pdfgc.networks.checkpoints import atomic_save, save_released
+from pdfgc.networks.checkpoints import RELEASED_FILES, atomic_save, save_released
 from pdfgc.samples import portrait
 
 from conftest import model_config
@@ -176,21 +178,52 @@ def test_fid_is_zero_for_the_same_images_and_caches_real_statistics(tmp_path):
     assert cached.compute().results["fid/self"] == pytest.approx(0.0, abs=1e-3)
 
 
-def test_inception_loads_its_layout_from_a_local_file_or_names_the_missing_one(tmp_path):
-    path = tmp_path / "inception.pth"
-    torch.save(InceptionFeatures(None).net.state_dict(), path)
-    features = InceptionFeatures(path)
-    out = features(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8))
-    assert out.shape == (2, 2048) and torch.isfinite(out).all()
+def random_inception_file(path: Path) -> Path:
+    """A randomly initialised FID Inception in torch-fidelity's layout (torchvision's
+    Inception3 with 1008 classes and no auxiliary head has the same keys and shapes), its
+    convolutions scaled so that features stay of order one and differ between images."""
+    torch.manual_seed(0)
+    net = Inception3(num_classes=1008, aux_logits=False, init_weights=False)
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight)
+        elif isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.1, 0.1)
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_fid_features_equal_torch_fidelitys_extractor_on_the_same_weights_file(tmp_path):
+    path = random_inception_file(tmp_path / "inception.pth")
+    fid = FID(context(tmp_path, weights={"inception": str(path)}))
+    reference = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], str(path)).eval()
+    for seed, size in ((0, 64), (1, 299)):
+        images = uint8_images(smooth_images(2, seed=seed, size=size))
+        with torch.no_grad():
+            ours, theirs = fid.fids["self"].inception(images), reference(images)[0]
+        assert ours.shape == (2, 2048)
+        assert (ours - theirs).abs().max() < 1e-4
+        assert (ours[0] - ours[1]).abs().max() > 0.01  # distinct images, distinct features
+
+    real = smooth_images(4, seed=2, size=64)
+    fid.update(StubBatch(real, real.clone()))
+    assert fid.compute().results["fid/self"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_inception_weights_missing_unreadable_or_foreign_fail_in_one_line(tmp_path):
     ctx = context(tmp_path, weights={"inception": str(tmp_path / "none.pth")})
     with pytest.raises(MetricUnavailable, match="none.pth: the FID Inception weights not found"):
         FID(ctx)
-
-
-def test_tf1_bilinear_resize_samples_without_half_pixel_shift():
-    x = torch.tensor([[[[0.0, 10.0]]]])  # (1, 1, 1, 2)
-    out = resize_bilinear_tf1(x.expand(1, 1, 2, 2), 4)
-    assert out[0, 0, 0].tolist() == [0.0, 5.0, 10.0, 10.0]
+    (tmp_path / "corrupt.pth").write_bytes(b"not a checkpoint")
+    torch.save({"fc.weight": torch.zeros(3)}, tmp_path / "foreign.pth")
+    for name, message in (("corrupt.pth", "corrupt.pth: not a readable PyTorch checkpoint"),
+                          ("foreign.pth", "size mismatch for fc.weight")):
+        with pytest.raises(PdfgcError) as err:
+            FID(context(tmp_path, weights={"inception": str(tmp_path / name)}))
+        assert message in str(err.value) and "\n" not in str(err.value)
+    assert "foreign.pth: not the FID Inception layout of torch-fidelity" in str(err.value)
 
 
 # ----------------------------------------------------------------------------- lip sync
@@ -603,6 +636,39 @@ def test_evaluate_needs_data_settings_for_released_weights(tiny_weights, tmp_pat
     with pytest.raises(PdfgcError) as err:
         run(cfg)
     assert "no data settings" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"ckpt": "{tmp}/gone.ckpt"}, "{tmp}/gone.ckpt: weights not found"),
+    ({"data.image_size": 32}, "data.image_size=32 does not match model=tiny (64 px); set "
+                              "data.image_size=64"),
+    ({"data.root": "{tmp}/none", "data.generate": "null"}, "{tmp}/none/manifest.jsonl: no "
+                                                           "manifest"),
+    ({"data.root": "{data}", "data.generate": "null", "eval.metrics": "[fid]",
+      "weights.inception": "{tmp}/gone.pth"}, "{tmp}/gone.pth: the FID Inception weights "
+                                              "not found"),
+    ({"data.root": "{data}", "data.generate": "null"}, "unloadable/appearance_model.pth: not "
+                                                       "a readable PyTorch checkpoint"),
+])
+def test_evaluate_checks_its_inputs_before_making_data_or_loading_the_model(
+        tiny_data, tmp_path, changes, message):
+    """Paths and sizes are checked before synthetic data is generated (its root stays
+    absent) and before the model loads: its weights would fail to load, which the last case
+    shows."""
+    unloadable = tmp_path / "unloadable"
+    unloadable.mkdir()
+    for name in RELEASED_FILES.values():
+        (unloadable / name).write_bytes(b"not a checkpoint")
+    settings = {"ckpt": unloadable, "model": "tiny", "data": "synthetic",
+                "data.root": "{tmp}/fresh", "eval.metrics": "[psnr]", "num_workers": 0,
+                "progress": "false", "paths.root_dir": tmp_path,
+                "paths.output_dir": tmp_path / "eval", **changes}
+    cfg = evaluate_config(*(f"{key}={value}".format(tmp=tmp_path, data=tiny_data)
+                            for key, value in settings.items()))
+    with pytest.raises(PdfgcError) as err:
+        run(cfg)
+    assert message.format(tmp=tmp_path) in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "fresh").exists()
 
 
 def test_evaluate_py_end_to_end_on_released_tiny_weights(tiny_data, tiny_weights, tmp_path):

@@ -171,6 +171,7 @@ class Studio:
         job = Job(audio=speech, appearance=portrait, output=str(folder / "result.mp4"),
                   **drivers, controls=controls, driver_policy=policy, dials=dials,
                   panel=str(folder / "panel.mp4"))
+        job.check()  # before a first render of these weights loads them
         try:
             self._renderer(weights).render(job, progress)
         except BaseException:

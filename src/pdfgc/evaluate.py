@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -33,6 +33,8 @@ from pdfgc.media import atomic_path
 from pdfgc.metrics.registry import Metric, MetricContext, build_metrics, digest
 from pdfgc.metrics.render import EvalRenderer, select_clips
 from pdfgc.metrics.tabulate import format_table, format_value
+from pdfgc.networks import check_image_size
+from pdfgc.networks.checkpoints import check_weights_path
 
 log = logging.getLogger(__name__)
 
@@ -160,20 +162,17 @@ def run(cfg: DictConfig) -> dict:
     if cfg.split not in SPLITS:
         raise PdfgcError(f"split must be one of {SPLITS}, not {cfg.split!r}")
     ckpt = Path(cfg.ckpt)
-    if not ckpt.exists():
-        raise PdfgcError(f"{ckpt}: checkpoint not found")
+    check_weights_path(ckpt)
     started = time.time()
     model_cfg, data_cfg = resolve_settings(cfg, ckpt)
+    check_image_size(model_cfg, data_cfg)
     output_dir = Path(cfg.paths.output_dir)
     save_run_config(cfg, model_cfg, data_cfg, output_dir / "config.yaml")
 
+    # the data (its root read, or generated) and the metrics' outside weights before the model
     device = resolve_device(cfg.device)
-    model = TalkingHeadModel.from_config(model_cfg, str(ckpt), cfg.noise_seed).to(device)
     datamodule = build_datamodule(data_cfg, cfg)
     dataset = datamodule.dataset(cfg.split)
-    if dataset.image_size != model.image_size:
-        raise PdfgcError(f"the data is {dataset.image_size} px but the model renders "
-                         f"{model.image_size} px; set data.image_size={model.image_size}")
     ctx = MetricContext(
         device=device, output_dir=output_dir, cache_dir=Path(cfg.cache_dir),
         data_key=data_key(data_cfg, cfg, datamodule.root, datamodule.batch_size),
@@ -185,6 +184,7 @@ def run(cfg: DictConfig) -> dict:
     if not metrics:
         raise PdfgcError(f"no metric of eval={cfg.eval.name} can run here: {skipped}")
 
+    model = TalkingHeadModel.from_config(model_cfg, str(ckpt), cfg.noise_seed).to(device)
     renderer = EvalRenderer(model, chunk=datamodule.batch_size, cross=cfg.cross_identity)
     by_stream = {s: [m for m in metrics if m.stream == s] for s in ("frames", "clips")}
     with torch.no_grad():
@@ -197,7 +197,7 @@ def run(cfg: DictConfig) -> dict:
         computed = [metric.compute() for metric in metrics]
 
     record = {
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "ckpt": str(ckpt.resolve()), "model": model_cfg.get("name"),
         "data": str(datamodule.root), "split": cfg.split, "eval": cfg.eval.name,
         "frames": frames, "clips": clips, "skipped": skipped,

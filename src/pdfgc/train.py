@@ -18,7 +18,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
@@ -26,6 +26,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from pdfgc.errors import PdfgcError
 from pdfgc.media import atomic_path
+from pdfgc.networks import check_image_size
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,34 @@ class _DropTips(logging.Filter):
 
 
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropTips())
-OmegaConf.register_new_resolver("pdfgc.env_unset", lambda name: not os.environ.get(name),
-                                replace=True)
+
+
+def wandb_offline() -> bool:
+    """Whether the W&B logger runs offline: as ``WANDB_MODE`` says when set (offline, dryrun:
+    yes; online, disabled: no, so that Lightning does not turn them into dryrun), else unless
+    the user is logged in (``WANDB_API_KEY``, or the key ``wandb login`` stored in the netrc
+    file, found as wandb finds it, for ``WANDB_BASE_URL``)."""
+    if mode := os.environ.get("WANDB_MODE"):
+        return mode in ("offline", "dryrun")
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    from wandb.errors import AuthenticationError
+    from wandb.sdk.lib import urls
+    from wandb.sdk.lib.wbauth import read_netrc_auth
+
+    try:
+        return read_netrc_auth(host=os.environ.get("WANDB_BASE_URL", urls.DEFAULT_BASE_URL)) is None
+    except AuthenticationError:  # a malformed stored key: wandb.init says what is wrong
+        return False
+
+
+OmegaConf.register_new_resolver("pdfgc.wandb_offline", wandb_offline, replace=True)
 
 
 def train(cfg: DictConfig) -> float | None:
     """Fit ``cfg.stage`` on ``cfg.data``; the value of ``cfg.optimized_metric`` at the end
     (None if it was never logged)."""
+    check_image_size(cfg.model, cfg.data)  # before any data is generated or network built
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
@@ -61,13 +83,15 @@ def train(cfg: DictConfig) -> float | None:
     module = build_module(cfg)
     module.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True))  # in checkpoints
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    loggers = [build(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    ckpt_path = resume_path(cfg, callbacks)
+    loggers = [build_logger(c, Path(cfg.paths.output_dir), resuming=ckpt_path is not None)
+               for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         with warnings.catch_warnings():
             for message in EXPECTED_WARNINGS:
                 warnings.filterwarnings("ignore", message)
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, callbacks))
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     finally:
         finish_wandb(loggers)
     metric = trainer.callback_metrics.get(cfg.optimized_metric)
@@ -94,6 +118,20 @@ def build(cfg: DictConfig, **kwargs):
         if cause is None:
             raise
         raise cause from None
+
+
+def build_logger(cfg: DictConfig, run_dir: Path, resuming: bool) -> Logger:
+    """The logger of ``cfg``. A W&B logger gets the run id stored in ``run_dir/wandb/run_id``
+    when resuming, so a resumed run continues its W&B run (Lightning passes resume="allow"),
+    else a new id, stored there."""
+    if not issubclass(get_class(cfg._target_), WandbLogger):
+        return build(cfg)
+    from wandb.sdk.lib.runid import generate_id
+
+    path = run_dir / "wandb" / "run_id"
+    run_id = path.read_text().strip() if resuming and path.is_file() else generate_id()
+    write_text(path, run_id)
+    return build(cfg, id=run_id)
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -133,11 +171,16 @@ def resume_path(cfg: DictConfig, callbacks: Sequence[pl.Callback]) -> str | None
     return None
 
 
-@rank_zero_only
 def save_config(cfg: DictConfig, path: Path) -> None:
-    """The resolved config as YAML, written atomically."""
+    """The resolved config as YAML, written atomically (by rank zero)."""
+    write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+@rank_zero_only
+def write_text(path: Path, text: str) -> None:
+    """``text`` in ``path``, written atomically, by rank zero."""
     with atomic_path(path) as tmp:
-        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        tmp.write_text(text)
 
 
 def finish_wandb(loggers: Sequence[Logger]) -> None:

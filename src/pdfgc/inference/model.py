@@ -27,7 +27,7 @@ from torch import nn
 
 from pdfgc.errors import PdfgcError
 from pdfgc.networks import build_networks
-from pdfgc.networks.checkpoints import load_networks, read_state_dict
+from pdfgc.networks.checkpoints import check_weights_path, load_networks, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,9 @@ class TalkingHeadModel(nn.Module):
         """Build the ``model=`` networks and load ``weights``: a released folder (codes
         composed as released) or a pdfgc ``.ckpt`` (codes composed as its G was trained, and
         its heads' :class:`Regression`); None keeps the random weights, composed as
-        released."""
+        released. A missing ``weights`` path is reported before the networks are built."""
+        if weights is not None:
+            check_weights_path(weights)
         nets = build_networks(model_cfg)
         window = regression = None
         if weights is not None:

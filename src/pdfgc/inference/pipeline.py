@@ -38,7 +38,7 @@ from pdfgc.features import (
     to_uint8,
 )
 from pdfgc.inference.model import Controls, Dials, TalkingHeadModel
-from pdfgc.media import FrameSource, VideoWriter, load_audio, read_image
+from pdfgc.media import FrameSource, VideoWriter, check_folder_free, load_audio, read_image
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,30 @@ class Job:
     driver_policy: str = "loop"
     dials: Dials = field(default_factory=Dials)
     panel: str | None = None
+
+    def check(self) -> None:
+        """The cheap checks of the job's files, to run before the model loads: each input
+        exists and is readable (a driver may be a frame folder), and no folder stands where
+        an output goes nor a file where its folder must be. One-line errors."""
+        _check_input(self.audio, "audio file")
+        _check_input(self.appearance, "image file")
+        for factor in FACTORS:
+            if getattr(self, factor) is not None:
+                _check_input(getattr(self, factor), "video file or frame folder", folder=True)
+        for output in filter(None, (self.output, self.panel)):
+            if Path(output).is_dir():
+                raise PdfgcError(f"{output}: is a folder; name the .mp4 file to write")
+            check_folder_free(output)
+
+
+def _check_input(path: str, what: str, folder: bool = False) -> None:
+    """A one-line error unless ``path`` is a readable file (or, with ``folder``, a folder)."""
+    if Path(path).is_dir() and not folder:
+        raise PdfgcError(f"{path}: is a folder, not the {what} expected")
+    if not Path(path).exists():
+        raise PdfgcError(f"{path}: no such {what}")
+    if not os.access(path, os.R_OK):
+        raise PdfgcError(f"{path}: cannot read the {what} (permission denied)")
 
 
 def driver_timeline(num_frames: int, length: int, policy: str) -> np.ndarray:
@@ -342,14 +366,20 @@ def run(cfg: DictConfig) -> list[Path]:
                          "files (appearance_model.pth, motion_model.pth, audio_model.pth, "
                          "generator_model.pth) or a pdfgc .ckpt")
     jobs = read_jobs(cfg.jobs, cfg) if cfg.get("jobs") else [job_from_config(cfg)]
-    OmegaConf.save(cfg, Path(cfg.paths.output_dir) / "config.yaml", resolve=True)
-    model = TalkingHeadModel.from_config(cfg.model, cfg.weights, cfg.noise_seed, cfg.compile)
-    renderer = Renderer(cfg, model)
-    written, failed = [], []
+    todo = []
     for job in jobs:
         if cfg.get("jobs") and Path(job.output).exists():
             log.info("skip %s (already rendered)", job.output)
-            continue
+        else:
+            job.check()  # every job's files, before the model loads
+            todo.append(job)
+    OmegaConf.save(cfg, Path(cfg.paths.output_dir) / "config.yaml", resolve=True)
+    if not todo:
+        return []
+    model = TalkingHeadModel.from_config(cfg.model, cfg.weights, cfg.noise_seed, cfg.compile)
+    renderer = Renderer(cfg, model)
+    written, failed = [], []
+    for job in todo:
         try:
             written.append(renderer.render(job))
             log.info("wrote %s", job.output)

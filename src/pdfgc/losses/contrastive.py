@@ -24,6 +24,8 @@ class SymmetricInfoNCE(nn.Module):
     released weights (100 per direction, MSE 1) are a term weight of 200 with mse_weight 0.005.
     """
 
+    whole_batch = True  # couples the batch's samples: gathered across processes
+
     def __init__(self, temperature: float = 0.07, similarity: str = "inv_euclidean",
                  detach: bool = True, mse_weight: float = 0.0, eps: float = 1e-6):
         super().__init__()

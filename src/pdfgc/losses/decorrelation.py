@@ -28,6 +28,8 @@ class DecorrelationLoss(nn.Module):
     The queues are not saved in checkpoints; they refill within ``bank_size / B`` steps.
     """
 
+    whole_batch = True  # couples the batch's samples: gathered across processes
+
     def __init__(self, bank_size: int, dim_a: int, dim_b: int):
         super().__init__()
         self.register_buffer("bank_a", torch.zeros(bank_size, dim_a), persistent=False)
@@ -71,6 +73,8 @@ class CodeDecorrelationLoss(nn.Module):
 
     Over a batch of N independent codes the value is about 1 / N, not 0 (sampling noise).
     """
+
+    whole_batch = True  # couples the batch's samples: gathered across processes
 
     def forward(self, codes: Mapping[str, torch.Tensor], references: Mapping[str, torch.Tensor]
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

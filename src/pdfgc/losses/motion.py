@@ -23,6 +23,8 @@ class MotionConsistencyLoss(nn.Module):
     encoder collapses within a hundred steps). ``l1``: mean absolute difference.
     """
 
+    whole_batch = True  # couples the batch's samples: gathered across processes
+
     def __init__(self, kind: str = "correlation"):
         super().__init__()
         self.kind = check_choice("kind", kind, KINDS)

@@ -17,6 +17,8 @@ class MaskedRegression(nn.Module):
     dimensions, e.g. (B,) for (B, 2) targets) is false. No known target gives a zero loss.
     """
 
+    whole_batch = True  # couples the batch's samples: gathered across processes
+
     def __init__(self, kind: str = "l1"):
         super().__init__()
         self.kind = check_choice("kind", kind, KINDS)

@@ -9,6 +9,16 @@ from pathlib import Path
 from pdfgc.errors import PdfgcError
 
 
+def check_folder_free(path: str | os.PathLike) -> None:
+    """A one-line error if a file stands where a folder above ``path`` must be (nothing is
+    created: writers check their output with it before long work)."""
+    final = Path(path)
+    blocker = next((p for p in final.parents if p.is_file()), None)
+    if blocker is not None:
+        raise PdfgcError(f"{final}: cannot create its folder, a file stands in the way "
+                         f"({blocker})")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` that replaces ``path`` when the block succeeds.
@@ -22,8 +32,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise PdfgcError(f"{final}: cannot create its folder, a file stands in the way "
-                         f"({next(p for p in final.parents if p.is_file())})") from None
+        check_folder_free(final)
+        raise
     tmp = final.with_name(f".{final.stem}.tmp-{secrets.token_hex(4)}{final.suffix}")
     try:
         yield tmp

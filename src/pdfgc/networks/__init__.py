@@ -29,5 +29,14 @@ def build_networks(model_cfg: DictConfig, names: tuple[str, ...] = INFERENCE_NET
     return nn.ModuleDict({name: instantiate(model_cfg[name]) for name in names})
 
 
+def check_image_size(model_cfg: DictConfig, data_cfg: DictConfig) -> None:
+    """A one-line error unless the data is made at the image size the model's networks
+    take; checked before any data is read or network built."""
+    if data_cfg.image_size != model_cfg.image_size:
+        raise PdfgcError(f"data.image_size={data_cfg.image_size} does not match "
+                         f"model={model_cfg.name} ({model_cfg.image_size} px); set "
+                         f"data.image_size={model_cfg.image_size}")
+
+
 def _appearance_dim(model_cfg: DictConfig) -> int:
     return model_cfg.appearance.planes[-1] * 4

@@ -49,6 +49,20 @@ def read_state_dict(path: str | Path, mmap: bool = False) -> dict[str, torch.Ten
     return dict(state)
 
 
+def check_weights_path(path: str | Path) -> None:
+    """Before anything is built: a one-line error unless ``path`` is a file (a pdfgc
+    ``.ckpt``) or a folder holding the four released files."""
+    path = Path(path)
+    if path.is_dir():
+        missing = [file for file in RELEASED_FILES.values() if not (path / file).is_file()]
+        if missing:
+            raise PdfgcError(f"{path}: a weights folder must hold the four released files; "
+                             f"it lacks {', '.join(missing)}")
+    elif not path.is_file():
+        raise PdfgcError(f"{path}: weights not found (a pdfgc .ckpt or the folder of the "
+                         "released .pth files)")
+
+
 def check_state_dict(source: str, module: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """Raise a one-line error listing missing, unexpected and mis-shaped keys, if any."""
     expected = module.state_dict()

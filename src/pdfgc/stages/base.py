@@ -47,6 +47,7 @@ from pdfgc.losses import (
 )
 from pdfgc.networks import build_networks
 from pdfgc.networks.checkpoints import LIGHTNING_PREFIX, RELEASED_FILES, read_state_dict
+from pdfgc.stages.distributed import convert_batchnorm, gather
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,11 @@ class StageModule(pl.LightningModule):
             the source's output), and keeps its own initialisation in the rest (reported as
             ``partial``; the source's other columns stay in ``init_columns`` for a stage
             that maps them, see :class:`pdfgc.stages.ExpressionStage`).
-        sync_batchnorm: use synchronised batch norm when training on several processes.
+        sync_batchnorm: batch norm over every process's batch (:class:`GlobalBatchNorm`)
+            when training on several processes.
+        gather_batch: the terms that couple a batch's samples (a loss class with
+            ``whole_batch = True``) see every process's batch (:func:`gather`), so several
+            processes train as one with their batches together.
         gan_start: the discriminator (and the terms that need it) start at this step.
     """
 
@@ -194,7 +199,7 @@ class StageModule(pl.LightningModule):
                  optimizer: DictConfig, scheduler: DictConfig, name: str,
                  freeze: Sequence[str] = (), clip: Mapping[str, float] | None = None,
                  init_from: str | None = None, init_map: Mapping[str, str] | None = None,
-                 sync_batchnorm: bool = False, gan_start: int = 0):
+                 sync_batchnorm: bool = False, gather_batch: bool = True, gan_start: int = 0):
         super().__init__()
         self.automatic_optimization = False
         self.stage_name = name
@@ -208,7 +213,7 @@ class StageModule(pl.LightningModule):
         self.weights = {term: float(loss[term]) for term in self.terms}
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.clip = dict(clip or {})
-        self.sync_batchnorm = sync_batchnorm
+        self.sync_batchnorm, self.gather_batch = sync_batchnorm, gather_batch
         self.gan_start = gan_start
         self.appearance_dim = model.codes.appearance
         self.init_columns: dict[str, torch.Tensor] = {}
@@ -286,12 +291,9 @@ class StageModule(pl.LightningModule):
         return report
 
     def setup(self, stage: str) -> None:
-        """Synchronised batch norm when asked for and several GPU processes train."""
+        """Batch norm over every process's batch when asked for and several processes train."""
         if self.sync_batchnorm and self.trainer.world_size > 1:
-            if self.trainer.strategy.root_device.type == "cpu":
-                _info(f"{self.stage_name}: sync_batchnorm needs GPUs; per-process statistics")
-            else:
-                self.nets = nn.SyncBatchNorm.convert_sync_batchnorm(self.nets)
+            self.nets = convert_batchnorm(self.nets)
 
     # --- optimisation ---------------------------------------------------------------------
 
@@ -383,7 +385,10 @@ class StageModule(pl.LightningModule):
         return name in self.terms
 
     def term(self, name: str, *inputs: torch.Tensor) -> torch.Tensor:
-        """The unweighted value of term ``name`` on ``inputs``; its logs are kept."""
+        """The unweighted value of term ``name`` on ``inputs`` (those of every process for a
+        ``whole_batch`` term with ``gather_batch``); its logs are kept."""
+        if self.gather_batch and getattr(self.terms[name], "whole_batch", False):
+            inputs = gather(inputs)
         out = self.terms[name](*inputs)
         loss, logs = out if isinstance(out, tuple) else (out, {})
         self._logs.update({f"{name}/{k}": v for k, v in logs.items()})
@@ -423,12 +428,13 @@ class StageModule(pl.LightningModule):
 
     def synthesize(self, codes: Mapping[str, torch.Tensor], appearance_map: torch.Tensor
                    ) -> torch.Tensor:
-        """Render from the style parts in order; fresh noise maps while training."""
+        """Render from the style parts in order; while training, fresh noise maps drawn from
+        the run's seed and the step, so a resumed run and every process draw the same."""
         generator = self.nets[self.generator_name]
         noise = None
         if self.training:
-            noise = [torch.randn(1, 1, s, s, device=appearance_map.device)
-                     for s in generator.noise_sizes()]
+            noise = generator.make_noise(torch.initial_seed() + self.global_step,
+                                         appearance_map.device)
         return generator(torch.cat(list(codes.values()), dim=1), appearance_map, noise)
 
     @torch.no_grad()

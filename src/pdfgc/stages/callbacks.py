@@ -1,10 +1,11 @@
 """Training callbacks and plugins: image grids every N steps, checkpoints that always hold
 the final step, atomic checkpoint writes, the random states in checkpoints, a record of the
-samples every step trained on."""
+samples every step trained on, a run's loss curves."""
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -135,3 +136,84 @@ class ImageLogger(pl.Callback):
             with atomic_path(self.folder / f"{name}-{step:07d}.png") as tmp:
                 if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
                     raise OSError(f"{tmp}: could not write the image")
+
+
+class LossCurves(pl.Callback):
+    """The ``train/loss/*`` and ``val/loss/*`` values loggers get (at every logging step and
+    validation), kept in checkpoints so a resumed run's curves start at the run's first step.
+    At the end of fit (or when it stops on an error), rank zero draws them to ``path``, a PNG
+    with a panel per term (train and val; log scale where all values are positive), and
+    writes them beside it as JSON (``{key: [[step, value], ...]}``)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.history: dict[str, dict[int, float]] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """The checkpoint's history, plus the points up to its last step that it lacks from
+        the JSON the run wrote: a validation runs after the checkpoint of its step is saved."""
+        self.history = state_dict["history"]
+        last = max((step for points in self.history.values() for step in points), default=-1)
+        written = self.path.with_suffix(".json")
+        for key, points in (json.loads(written.read_text()) if written.is_file() else {}).items():
+            for step, value in points:
+                if step <= last:
+                    self.history.setdefault(key, {}).setdefault(step, value)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer._logger_connector.should_update_logs:  # as Lightning's LearningRateMonitor
+            self.record(trainer, "train")
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.record(trainer, "val")
+
+    def record(self, trainer: pl.Trainer, split: str) -> None:
+        """Keep the ``{split}/loss/*`` values of ``trainer.callback_metrics`` at the step the
+        loggers get them at."""
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the step loggers get
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith(f"{split}/loss/"):
+                self.history.setdefault(key, {})[step] = float(value)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.write()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        self.write()
+
+    @rank_zero_only
+    def write(self) -> None:
+        """The PNG and its JSON, written atomically (nothing before a loss was logged)."""
+        if not self.history:
+            return
+        from matplotlib.figure import Figure  # drawn with Agg, no GUI backend
+
+        series = {key: sorted(points.items()) for key, points in sorted(self.history.items())}
+        terms = sorted({key.split("/", 2)[2] for key in series}, key=lambda t: (t != "total", t))
+        columns = min(3, len(terms))
+        rows = math.ceil(len(terms) / columns)
+        figure = Figure(figsize=(4 * columns, 3 * rows), layout="constrained")
+        panels = figure.subplots(rows, columns, squeeze=False).ravel()
+        for axes, term in zip(panels, terms, strict=False):
+            values: list[float] = []
+            for split in ("train", "val"):
+                if points := series.get(f"{split}/loss/{term}"):
+                    steps, split_values = zip(*points, strict=True)
+                    axes.plot(steps, split_values, ".-", markersize=4, label=split)
+                    values += split_values
+            if all(value > 0 for value in values):
+                axes.set_yscale("log")
+            axes.set(title=term, xlabel="step")
+            axes.legend()
+        for axes in panels[len(terms):]:
+            axes.remove()
+        with atomic_path(self.path) as tmp:
+            figure.savefig(tmp, dpi=100)
+        with atomic_path(self.path.with_suffix(".json")) as tmp:
+            tmp.write_text(json.dumps(series))

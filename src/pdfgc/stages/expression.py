@@ -15,6 +15,7 @@ from itertools import islice
 import torch
 
 from pdfgc.stages.base import Batch, StageModule, _info
+from pdfgc.stages.distributed import gather
 
 CODE_FIT_RIDGE = 1e-3  # ridge penalty (times the sample count) of the codes -> f_mot fit
 
@@ -89,7 +90,8 @@ class ExpressionStage(StageModule):
                 _, motion, style = self.encode(batch)
                 codes.append(torch.cat([v for k, v in style.items() if k != "appearance"], 1))
                 features.append(motion["feature"][:, motion["feature"].shape[1] // 2])
-        m, b, explained = fit_code_map(torch.cat(codes).cpu(), torch.cat(features).cpu())
+        codes, features = gather([torch.cat(codes), torch.cat(features)])  # every process's
+        m, b, explained = fit_code_map(codes.cpu(), features.cpu())  # batches: one map
         own = self.nets.state_dict()
         for key, source in self.init_columns.items():
             weight = own[key]
@@ -98,7 +100,7 @@ class ExpressionStage(StageModule):
             weight[:, self.appearance_dim:] = columns.to(weight)
             own[key.removesuffix("weight") + "bias"].add_(bias.to(weight))
         _info(f"{self.stage_name}: G's code columns start as G0's f_mot columns through a map "
-              f"fitted on {len(torch.cat(codes))} samples (explains {explained:.2f} of f_mot's "
+              f"fitted on {len(codes)} samples (explains {explained:.2f} of f_mot's "
               f"variance)")
 
     def render(self, batch: Batch) -> dict:
