@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from pdfgc.features import mel_spectrogram, normalize_rms, num_output_frames
 from pdfgc.media import load_audio
 from pdfgc.networks.checkpoints import atomic_save
+from pdfgc.outside_weights import REGISTER
 from pdfgc.samples import make_sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +37,16 @@ def save_run_checkpoint(path: Path, nets, hyper_parameters: dict | None = None) 
 def expected_frames(audio: Path) -> int:
     """The number of video frames the pipeline renders for ``audio``."""
     return num_output_frames(len(mel_spectrogram(normalize_rms(load_audio(audio)))))
+
+
+@pytest.fixture(scope="module")
+def any_torchvision_weights():
+    """The register's sha256 check off for VGG19 and AlexNet: tests write random weights in
+    torchvision's layout, whose hash cannot be the release's."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("vgg19", "alexnet"):
+            patch.setitem(REGISTER, name, dataclasses.replace(REGISTER[name], sha256=""))
+        yield
 
 
 @pytest.fixture(scope="session")

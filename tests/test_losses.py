@@ -365,7 +365,7 @@ def vgg_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def vgg_loss(vgg_file):
+def vgg_loss(vgg_file, any_torchvision_weights):
     return VGGPerceptualLoss(str(vgg_file))
 
 
@@ -413,14 +413,16 @@ def test_vgg_stays_frozen_and_out_of_checkpoints(vgg_loss):
     assert torch.equal(vgg_loss.blocks[0][0].weight, before)
 
 
-def test_vgg_missing_or_wrong_weights_are_one_line_errors(tmp_path):
+def test_vgg_missing_or_wrong_weights_are_one_line_errors(tmp_path, monkeypatch,
+                                                         any_torchvision_weights):
     missing = tmp_path / "nope.pth"
     with pytest.raises(PdfgcError) as err:
         VGGPerceptualLoss(str(missing))
     message = str(err.value)
-    assert message.startswith(f"{missing}: VGG19 weights not found")
-    assert "vgg19-dcbb9e9d.pth" in message and "\n" not in message
-    with pytest.raises(PdfgcError, match="VGG19 weights not given; download"):
+    assert message.startswith(f"loss.vgg_weights: vgg19-dcbb9e9d.pth not found ({missing})")
+    assert "\n" not in message
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache
+    with pytest.raises(PdfgcError, match="vgg19-dcbb9e9d.pth not set, and not in .*torch"):
         VGGPerceptualLoss(None)
     wrong = tmp_path / "alexnet.pth"
     torch.save(torchvision.models.alexnet(weights=None).features.state_dict(), wrong)
@@ -484,7 +486,7 @@ def test_reconstruction_l1_only_by_default():
     assert loss.item() == pytest.approx(0.5) and set(logs) == {"l1"}
 
 
-def test_reconstruction_lpips_offline(tmp_path):
+def test_reconstruction_lpips_offline(tmp_path, any_torchvision_weights):
     torch.manual_seed(0)
     alexnet = tmp_path / "alexnet-random.pth"
     features = torchvision.models.alexnet(weights=None).features.state_dict()
@@ -499,7 +501,6 @@ def test_reconstruction_lpips_offline(tmp_path):
     loss, logs = rec(real.flip(-1), real)
     assert logs["lpips"].item() > 0
     assert loss.item() == pytest.approx(logs["l1"].item() + 2 * logs["lpips"].item(), rel=1e-5)
-    with pytest.warns(UserWarning, match="random AlexNet trunk"):
-        assert ReconstructionLoss(lpips_weight=1.0).state_dict() == {}
-    with pytest.raises(PdfgcError, match="AlexNet weights not found"):
+    assert ReconstructionLoss(lpips_weight=1.0, lpips_net="random").state_dict() == {}
+    with pytest.raises(PdfgcError, match="alexnet-owt-7be5be79.pth not found.*=random"):
         ReconstructionLoss(lpips_weight=1.0, lpips_net=str(tmp_path / "missing.pth"))

@@ -137,16 +137,17 @@ def test_identical_images_score_perfectly_and_different_ones_worse(tmp_path):
     other = smooth_images(6, seed=1, size=64)
     scores = {}
     for name, fake in (("same", real.clone()), ("other", other)):
-        metrics = [PSNR(context(tmp_path)), SSIM(context(tmp_path)), LPIPS(context(tmp_path))]
+        metrics = [PSNR(context(tmp_path)), SSIM(context(tmp_path)),
+                   LPIPS(context(tmp_path, weights={"lpips": "random"}))]
         for metric in metrics:
             metric.update(StubBatch(real, fake))
         scores[name] = {k: v for m in metrics for k, v in m.compute().results.items()}
     assert scores["same"]["psnr/self"] == float("inf")
     assert scores["same"]["ssim/self"] == pytest.approx(1.0, abs=1e-5)
-    assert scores["same"]["lpips/self"] == pytest.approx(0.0, abs=1e-6)
+    assert scores["same"]["lpips/random/self"] == pytest.approx(0.0, abs=1e-6)
     assert np.isfinite(scores["other"]["psnr/self"]) and scores["other"]["psnr/self"] < 20
     assert scores["other"]["ssim/self"] < 0.9
-    assert scores["other"]["lpips/self"] > 0.01
+    assert scores["other"]["lpips/random/self"] > 0.01
 
 
 class TinyFeatures(nn.Module):
@@ -214,7 +215,7 @@ def test_fid_features_equal_torch_fidelitys_extractor_on_the_same_weights_file(t
 
 def test_inception_weights_missing_unreadable_or_foreign_fail_in_one_line(tmp_path):
     ctx = context(tmp_path, weights={"inception": str(tmp_path / "none.pth")})
-    with pytest.raises(MetricUnavailable, match="none.pth: the FID Inception weights not found"):
+    with pytest.raises(MetricUnavailable, match=r"weights.inception: .* not found \(.*none.pth\)"):
         FID(ctx)
     (tmp_path / "corrupt.pth").write_bytes(b"not a checkpoint")
     torch.save({"fc.weight": torch.zeros(3)}, tmp_path / "foreign.pth")
@@ -644,9 +645,8 @@ def test_evaluate_needs_data_settings_for_released_weights(tiny_weights, tmp_pat
                               "data.image_size=64"),
     ({"data.root": "{tmp}/none", "data.generate": "null"}, "{tmp}/none/manifest.jsonl: no "
                                                            "manifest"),
-    ({"data.root": "{data}", "data.generate": "null", "eval.metrics": "[fid]",
-      "weights.inception": "{tmp}/gone.pth"}, "{tmp}/gone.pth: the FID Inception weights "
-                                              "not found"),
+    ({"eval.metrics": "[fid]", "weights.inception": "{tmp}/gone.pth"},
+     "weights.inception: weights-inception-2015-12-05-6726825d.pth not found ({tmp}/gone.pth)"),
     ({"data.root": "{data}", "data.generate": "null"}, "unloadable/appearance_model.pth: not "
                                                        "a readable PyTorch checkpoint"),
 ])
@@ -678,14 +678,15 @@ def test_evaluate_py_end_to_end_on_released_tiny_weights(tiny_data, tiny_weights
                "data.emotion_window=3", "eval=offline", "eval.options.oracle.frames=200",
                "eval.options.oracle.steps=10", "batch_size=4", "max_batches=2", "max_clips=2",
                "clip_frames=8", "num_workers=0", "progress=false", f"paths.root_dir={tmp_path}",
-               f"hydra.run.dir={out}"]
+               "weights.lpips=random", f"hydra.run.dir={out}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see the one_thread fixture
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["frames"] == 8 and record["clips"] == 2 and record["skipped"] == {}
-    for key in ("psnr/self", "ssim/self", "lpips/self", "csim/self", "csim/cross",
+    for key in ("psnr/self", "ssim/self", "lpips/random/self", "csim/dlib/self",
+                "csim/dlib/cross",
                 "own_sync/c", "own_sync/c_real", "probe/pose/own", "probe/pose/learned",
                 "oracle/real_error", "oracle/pose/leakage", "lmd/detected", "pose/error_deg",
                 "blink/corr"):

@@ -28,8 +28,6 @@ from pdfgc.data.preprocess.labels import (
     project,
 )
 from pdfgc.data.preprocess.landmarks import (
-    FAN_FILE,
-    S3FD_FILE,
     FaceAlignmentDetector,
     FrameFaces,
     SidecarDetector,
@@ -38,6 +36,7 @@ from pdfgc.data.preprocess.landmarks import (
 )
 from pdfgc.errors import PdfgcError
 from pdfgc.media import FrameSource, VideoWriter, probe_video
+from pdfgc.outside_weights import REGISTER
 from pdfgc.samples import driver_frames, portrait, speech
 
 from conftest import ROOT
@@ -319,8 +318,12 @@ def test_face_problems():
     assert runner.face_problem(ok, 150, 0.2)[0] == "face too small"
 
 
+FAN_FILE, S3FD_FILE = REGISTER["fan"].file, REGISTER["s3fd"].file
+
+
 def test_face_alignment_without_weights_names_the_files(tmp_path):
-    with pytest.raises(PdfgcError, match=f"{FAN_FILE} and {S3FD_FILE}") as err:
+    with pytest.raises(PdfgcError, match=f"backends.face_alignment.weights: {FAN_FILE} not"
+                       ) as err:
         FaceAlignmentDetector(weights=str(tmp_path))
     assert "\n" not in str(err.value)
 

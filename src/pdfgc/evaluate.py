@@ -30,7 +30,13 @@ from pdfgc.errors import PdfgcError
 from pdfgc.inference.model import TalkingHeadModel, saved_config
 from pdfgc.inference.pipeline import resolve_device
 from pdfgc.media import atomic_path
-from pdfgc.metrics.registry import Metric, MetricContext, build_metrics, digest
+from pdfgc.metrics.registry import (
+    Metric,
+    MetricContext,
+    build_metrics,
+    check_outside,
+    digest,
+)
 from pdfgc.metrics.render import EvalRenderer, select_clips
 from pdfgc.metrics.tabulate import format_table, format_value
 from pdfgc.networks import check_image_size
@@ -166,6 +172,7 @@ def run(cfg: DictConfig) -> dict:
     started = time.time()
     model_cfg, data_cfg = resolve_settings(cfg, ckpt)
     check_image_size(model_cfg, data_cfg)
+    unavailable = check_outside(cfg.eval.metrics, cfg.weights, cfg.eval.skip_unavailable)
     output_dir = Path(cfg.paths.output_dir)
     save_run_config(cfg, model_cfg, data_cfg, output_dir / "config.yaml")
 
@@ -180,7 +187,11 @@ def run(cfg: DictConfig) -> dict:
         crop=dataset.crop, weights=dict(cfg.weights), progress=cfg.progress)
     options = cfg.eval.get("options")
     options = {} if options is None else OmegaConf.to_container(options, resolve=True)
-    metrics, skipped = build_metrics(cfg.eval.metrics, ctx, options, cfg.eval.skip_unavailable)
+    names = [name for name in cfg.eval.metrics if name not in unavailable]
+    metrics, skipped = build_metrics(names, ctx, {k: v for k, v in options.items()
+                                                  if k not in unavailable},
+                                     cfg.eval.skip_unavailable)
+    skipped |= unavailable
     if not metrics:
         raise PdfgcError(f"no metric of eval={cfg.eval.name} can run here: {skipped}")
 

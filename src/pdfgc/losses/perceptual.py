@@ -16,12 +16,12 @@ from torch import nn
 
 from pdfgc.errors import PdfgcError
 from pdfgc.networks.checkpoints import check_state_dict, load_networks, read_state_dict
+from pdfgc.outside_weights import locate
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # torchvision vgg19.features index just past relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
 VGG_LAYER_ENDS = (2, 7, 12, 21, 30)
-VGG_FILE = "vgg19-dcbb9e9d.pth"
 VGG_OPTION = "loss.vgg_weights"
 
 
@@ -32,15 +32,8 @@ def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def read_torchvision_features(path: str | Path | None, net: str, file: str, option: str
-                              ) -> dict[str, torch.Tensor]:
-    """The ``features.*`` weights of a torchvision classifier's state dict, prefix stripped.
-
-    A missing or unreadable file is a one-line :class:`PdfgcError` saying where to get it.
-    """
-    if path is None or not Path(path).is_file():
-        what = f"{net} weights not given" if path is None else f"{path}: {net} weights not found"
-        raise PdfgcError(f"{what}; download torchvision's {file} and pass its path ({option}=...)")
+def read_torchvision_features(path: Path) -> dict[str, torch.Tensor]:
+    """The ``features.*`` weights of a torchvision classifier's state dict, prefix stripped."""
     prefix = "features."
     return {key.removeprefix(prefix): value for key, value in read_state_dict(path).items()
             if key.startswith(prefix)}
@@ -83,8 +76,9 @@ def _fill_frozen_keys(module: FrozenNetworkLoss, state_dict: dict[str, Any], pre
 class VGGPerceptualLoss(FrozenNetworkLoss):
     """Weighted L1 between VGG19 features (relu1_1 .. relu5_1) of a fake and a real image.
 
-    ``weights`` is a local torchvision ``vgg19`` ImageNet state dict (``vgg19-dcbb9e9d.pth``);
-    nothing is downloaded. Images in [-1, 1] are mapped to ImageNet normalisation.
+    ``weights`` is a local torchvision ``vgg19`` ImageNet state dict (``vgg19-dcbb9e9d.pth``;
+    None: torch hub's cache), checked by :func:`pdfgc.outside_weights.locate`; nothing is
+    downloaded. Images in [-1, 1] are mapped to ImageNet normalisation.
     """
 
     def __init__(self, weights: str | Path | None,
@@ -93,7 +87,8 @@ class VGGPerceptualLoss(FrozenNetworkLoss):
         if len(layer_weights) != len(VGG_LAYER_ENDS):
             raise PdfgcError(f"layer_weights={list(layer_weights)}: expected "
                              f"{len(VGG_LAYER_ENDS)} weights (relu1_1 .. relu5_1)")
-        state = read_torchvision_features(weights, "VGG19", VGG_FILE, VGG_OPTION)
+        weights = locate("vgg19", weights, VGG_OPTION)
+        state = read_torchvision_features(weights)
         with torch.device("meta"):  # no time spent initialising weights about to be replaced
             features = torchvision.models.vgg19(weights=None).features
         load_strict(features, state, str(weights))

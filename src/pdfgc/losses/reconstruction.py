@@ -12,18 +12,16 @@ from torch import nn
 
 from pdfgc.errors import PdfgcError
 from pdfgc.losses.perceptual import FrozenNetworkLoss, load_strict, read_torchvision_features
-
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
-ALEXNET_OPTION = "loss.lpips_net"
+from pdfgc.outside_weights import locate
 
 
-def build_lpips(alexnet_weights: str | Path | None = None,
-                linear_weights: str | Path | None = None) -> nn.Module:
+def build_lpips(trunk: Path | None, linear_weights: str | Path | None = None) -> nn.Module:
     """LPIPS (AlexNet) built offline.
 
     The linear layers come from ``linear_weights`` or, if None, the file shipped inside the
-    ``lpips`` package; the AlexNet trunk from a local torchvision ``alexnet`` state dict, or
-    stays random if ``alexnet_weights`` is None. Nothing is downloaded.
+    ``lpips`` package; the AlexNet trunk from ``trunk``, a torchvision ``alexnet`` state dict
+    located by :func:`pdfgc.outside_weights.locate`, or stays random if ``trunk`` is None (as
+    asked for by name, ``random``). Nothing is downloaded.
     """
     if linear_weights is not None and not Path(linear_weights).is_file():
         raise PdfgcError(f"{linear_weights}: LPIPS linear-layer weights not found")
@@ -32,32 +30,32 @@ def build_lpips(alexnet_weights: str | Path | None = None,
         model = lpips.LPIPS(net="alex", pnet_rand=True, pretrained=True,
                             model_path=None if linear_weights is None else str(linear_weights),
                             verbose=False)
-    if alexnet_weights is None:
-        warnings.warn(f"LPIPS with a random AlexNet trunk: pass torchvision's {ALEXNET_FILE} "
-                      f"({ALEXNET_OPTION}=...) for a perceptual distance", stacklevel=2)
-    else:
-        features = read_torchvision_features(alexnet_weights, "AlexNet", ALEXNET_FILE,
-                                             ALEXNET_OPTION)
+    if trunk is not None:
+        features = read_torchvision_features(trunk)
         # lpips keeps torchvision's alexnet.features[i] as slice<k>.<i>: strip "slice<k>."
         torchvision_keys = {name: name.split(".", 1)[1] for name in model.net.state_dict()}
         trunk_state = {name: features[key] for name, key in torchvision_keys.items()
                        if key in features}
-        load_strict(model.net, trunk_state, str(alexnet_weights))
+        load_strict(model.net, trunk_state, str(trunk))
     return model
 
 
 class ReconstructionLoss(FrozenNetworkLoss):
     """``L1(fake, real) + lpips_weight * LPIPS(fake, real)`` on images in [-1, 1].
 
-    ``lpips_net`` is a local torchvision AlexNet state dict for the LPIPS trunk (None: a random
-    trunk, only useful for tests); ``lpips_linear`` overrides the packaged linear layers.
+    ``lpips_net`` is a local torchvision AlexNet state dict for the LPIPS trunk (None: torch
+    hub's cache; ``random``: a random trunk, for tests); ``lpips_linear`` overrides the
+    packaged linear layers.
     """
 
     def __init__(self, lpips_weight: float = 0.0, lpips_net: str | Path | None = None,
                  lpips_linear: str | Path | None = None):
         super().__init__()
         self.lpips_weight = lpips_weight
-        self.lpips = build_lpips(lpips_net, lpips_linear) if lpips_weight else None
+        self.lpips = None
+        if lpips_weight:
+            trunk = locate("alexnet", lpips_net, "loss.lpips_net", allow_random=True)
+            self.lpips = build_lpips(trunk, lpips_linear)
         self.freeze()
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor

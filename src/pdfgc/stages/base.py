@@ -47,6 +47,7 @@ from pdfgc.losses import (
 )
 from pdfgc.networks import build_networks
 from pdfgc.networks.checkpoints import LIGHTNING_PREFIX, RELEASED_FILES, read_state_dict
+from pdfgc.outside_weights import default_path
 from pdfgc.stages.distributed import convert_batchnorm, gather
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ TERMS: dict[str, Callable[[DictConfig, DictConfig], nn.Module]] = {
     "pose_decorrelation": lambda loss, model: CodeDecorrelationLoss(),
 }
 ADVERSARIAL_TERMS = ("gan", "feature_matching")  # need the discriminator, from gan_start on
-OPTIONAL_FILES = {"vgg": "vgg_weights"}  # a term whose weights file is null is off
+# a term whose weights file is null, and not in torch hub's cache either, is off
+OPTIONAL_FILES = {"vgg": ("vgg_weights", "vgg19")}
 
 
 def build_stage_networks(model: DictConfig, names: Sequence[str]) -> nn.ModuleDict:
@@ -101,8 +103,10 @@ def build_terms(loss: DictConfig, model: DictConfig) -> nn.ModuleDict:
     for name, build in TERMS.items():
         if loss.get(name, 0) <= 0:
             continue
-        if name in OPTIONAL_FILES and loss.get(OPTIONAL_FILES[name]) is None:
-            log.info("loss term %s is off: loss.%s is null", name, OPTIONAL_FILES[name])
+        option, network = OPTIONAL_FILES.get(name, (None, None))
+        if option and loss.get(option) is None and not default_path(network).is_file():
+            log.info("loss term %s is off: loss.%s is null and %s has no %s", name, option,
+                     default_path(network).parent, default_path(network).name)
             continue
         terms[name] = build(loss, model)
     return nn.ModuleDict(terms)

