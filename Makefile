@@ -39,16 +39,16 @@ test-all: setup browser ## run every test, slow ones included
 	$(PY) -m pytest
 
 demo: setup ## the main job: synthetic data -> every stage -> evaluation -> demo video (~10-15 min)
-	$(PY) -m pdfgc.demo
+	$(PY) demo.py
 
 sample: setup ## render the built-in sample with random tiny weights (the inference pipeline)
-	$(PY) -m pdfgc.samples outputs/sample
+	$(PY) sample.py folder=outputs/sample
 	$(PY) infer.py model=tiny weights=outputs/sample/weights audio=outputs/sample/speech.wav \
 	  appearance=outputs/sample/portrait.png pose=outputs/sample/driver.mp4 \
 	  eye=outputs/sample/driver.mp4 panel=true output=outputs/sample/result.mp4
 
-app: setup ## the web app on 127.0.0.1:7860 (python -m pdfgc.app; options in conf/app.yaml)
-	$(PY) -m pdfgc.app
+app: setup ## the web app on 127.0.0.1:7860 (python app.py; options in conf/app.yaml)
+	$(PY) app.py
 
 bench: setup ## inference speed at official size on this machine
 	$(PY) benchmarks/inference.py

@@ -28,8 +28,8 @@ from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 from pdfgc.features import FPS, SAMPLE_RATE
-from pdfgc.inference.model import TalkingHeadModel
-from pdfgc.inference.pipeline import Job, Renderer, cpu_has_native_bf16
+from pdfgc.inference.model import TalkingHeadModel, cpu_has_native_bf16
+from pdfgc.inference.pipeline import Job, Renderer
 from pdfgc.media import VideoWriter, probe_video, write_wav
 from pdfgc.networks import build_networks
 from pdfgc.samples import driver_frames, make_sample, portrait, speech

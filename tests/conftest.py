@@ -10,8 +10,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from pdfgc.features import mel_spectrogram, normalize_rms, num_output_frames
+from pdfgc.io import atomic_save
 from pdfgc.media import load_audio
-from pdfgc.networks.checkpoints import atomic_save
 from pdfgc.outside_weights import REGISTER
 from pdfgc.samples import make_sample
 
@@ -52,7 +52,7 @@ def any_torchvision_weights():
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
     """portrait.png, speech.wav, driver.mp4 and tiny random weights (released layout)."""
-    return make_sample(tmp_path_factory.mktemp("sample"))
+    return make_sample(tmp_path_factory.mktemp("sample"), model_config("tiny"))
 
 
 @pytest.fixture(scope="module")

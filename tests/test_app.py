@@ -1,6 +1,6 @@
 """The web app, driven in a real browser: Debian's chromium, headless, through Selenium.
 
-The app runs as ``python -m pdfgc.app`` on a free local port with only the built-in random
+The app runs as ``python app.py`` on a free local port with only the built-in random
 tiny weights; the tests press the page's own buttons and check the files it serves.
 """
 
@@ -26,9 +26,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from pdfgc.errors import PdfgcError, error_line
 from pdfgc.media import FrameSource, probe_video
 
-from conftest import expected_frames
+from conftest import ROOT, expected_frames
 
-ROOT = Path(__file__).resolve().parents[1]
 BROWSER, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 START_SECONDS, RENDER_SECONDS = 180, 300
 
@@ -47,7 +46,7 @@ def app(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     env = {**os.environ, "GRADIO_TEMP_DIR": str(root / "uploads"),
            "GRADIO_ANALYTICS_ENABLED": "False"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "pdfgc.app", f"port={free_port()}", f"paths.root_dir={root}",
+        [sys.executable, str(ROOT / "app.py"), f"port={free_port()}", f"paths.root_dir={root}",
          f"hydra.run.dir={run}", "weights_dirs=[]"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()

@@ -1,4 +1,4 @@
-"""The main job (``python -m pdfgc.demo``, ``make demo``): every stage, the evaluation and
+"""The main job (``python demo.py``, ``make demo``): every stage, the evaluation and
 the demo video, end to end through the real entry points. The fast test runs it on a tiny
 dataset with a two-step budget per stage; the full demo (its real budget and dataset) is
 marked slow."""
@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 from pdfgc.demo import PANEL, check_targets, format_summary, run, save_strip
 from pdfgc.media import VideoWriter, probe_video
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 TINY_DATA = [  # 4 identities (2 train, 1 val, 1 test), one 1 s clip each
     "data.generate.num_identities=4", "data.generate.clips_per_identity=1",
     "data.generate.val_identities=1", "data.generate.test_identities=1",
@@ -60,7 +61,7 @@ def quick_demo(tmp_path_factory) -> tuple[Path, dict, str]:
     cfg = compose_demo(root, f"train_overrides={quoted(TINY_DATA + TWO_STEPS)}",
                        f"evaluate_overrides={quoted(QUICK_EVAL)}",
                        "infer_overrides=['progress=false']", "video_seconds=1.0")
-    summary = run(cfg)
+    summary = run(cfg, ROOT)
     return root, summary, cfg
 
 
@@ -100,7 +101,7 @@ def test_quick_demo_trains_every_stage_evaluates_and_renders(quick_demo):
 
 def test_a_failed_step_is_one_clear_error(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "pdfgc.demo", f"paths.root_dir={tmp_path}",
+        [sys.executable, str(ROOT / "demo.py"), f"paths.root_dir={tmp_path}",
          "stages=[nonexistent]"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == \
@@ -158,7 +159,7 @@ def test_the_strip_shows_frames_spread_over_the_video(tmp_path):
 def test_full_demo_completes_and_computes_every_target_figure(tmp_path):
     """`make demo` as shipped (its real budget: about 20 minutes on two cores). Whether the
     targets are met is the demo's report, not this test's: see the README's figures."""
-    summary = run(compose_demo(tmp_path))
+    summary = run(compose_demo(tmp_path), ROOT)
     assert probe_video(summary["video"])["has_audio"]
     assert Path(summary["heatmap"]).is_file()
     missing = [r["figure"] for r in summary["targets"] if r["value"] is None]

@@ -12,9 +12,9 @@ import torchvision
 from omegaconf import OmegaConf
 
 from pdfgc.errors import PdfgcError
+from pdfgc.losses.registry import build_terms
 from pdfgc.metrics.registry import MetricUnavailable, check_outside
 from pdfgc.outside_weights import REGISTER, default_path, hub_cache, locate
-from pdfgc.stages.base import build_terms
 
 from conftest import model_config
 

@@ -5,7 +5,6 @@ and ``make setup`` all install from those two files."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import yaml
 from packaging.requirements import Requirement
@@ -13,7 +12,7 @@ from packaging.specifiers import SpecifierSet
 from setuptools.config.pyprojecttoml import apply_configuration, read_configuration
 from setuptools.dist import Distribution
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 
 def requirement_lines(name: str) -> list[str]:

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import gradio as gr
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from pdfgc.errors import PdfgcError, error_line, exit_on_user_error
@@ -38,14 +37,14 @@ from pdfgc.inference.model import (
     trained_regression,
 )
 from pdfgc.inference.pipeline import DRIVER_POLICIES, FACTORS, Job, Renderer
-from pdfgc.media import atomic_path, write_wav
+from pdfgc.io import save_config
+from pdfgc.media import write_wav
 from pdfgc.networks import INFERENCE_NETWORKS
 from pdfgc.networks.checkpoints import RELEASED_FILES
 from pdfgc.samples import can_speak, make_sample, speak
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 SWITCHES = tuple(f.name for f in fields(Controls))
 RENDER_KEYS = ("device", "precision", "batch_size", "crop", "crf")  # the Renderer's, from here
 BUILT_IN = "built-in: random tiny weights (untrained)"
@@ -182,8 +181,7 @@ class Studio:
                     **{key: self.cfg[key] for key in RENDER_KEYS},
                     "noise_seed": self.cfg.noise_seed,
                     "max_audio_seconds": self.render_cfg.max_audio_seconds}
-        with atomic_path(config) as tmp:
-            OmegaConf.save(OmegaConf.create(settings), tmp, resolve=True)
+        save_config(OmegaConf.create(settings), config)
         return Rendered(Path(job.output), Path(job.panel), config)
 
     def _weights(self, label: str) -> Weights:
@@ -336,13 +334,9 @@ def launch(cfg: DictConfig) -> gr.Blocks:
     return page
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="app")
-def main(cfg: DictConfig) -> None:
+def serve(cfg: DictConfig) -> None:
+    """Launch the page, print its address, and serve until stopped (``app.py``)."""
     with exit_on_user_error():
         page = launch(cfg)
     print(f"pdfgc app: {page.local_url}", flush=True)
     page.block_thread()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """The main job: train every stage on the synthetic data, evaluate, render, summarise.
 
-``python -m pdfgc.demo`` (``make demo``) composes ``conf/demo.yaml`` and runs, each as its own
+``python demo.py`` (``make demo``) composes ``conf/demo.yaml`` and runs, each as its own
 process with its own progress and resolved config: ``train.py experiment=demo stage=<s>`` for
 every stage (a finished stage resumes and stops at once), ``evaluate.py eval=demo`` on the
 last stage's checkpoint, and ``infer.py`` rendering a held-out speaker's portrait driven by
@@ -20,30 +20,29 @@ import time
 from pathlib import Path
 
 import cv2
-import hydra
 import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from pdfgc.data.datasets import ClipIndex
-from pdfgc.errors import PdfgcError, exit_on_user_error
+from pdfgc.errors import PdfgcError
 from pdfgc.features import SAMPLE_RATE
 from pdfgc.inference.pipeline import FACTORS
-from pdfgc.media import FrameSource, atomic_path, load_audio, write_wav
+from pdfgc.io import atomic_path, read_jsonl, save_config
+from pdfgc.media import FrameSource, load_audio, write_wav
 from pdfgc.metrics.tabulate import format_table, format_value
 
-REPO = Path(__file__).resolve().parents[2]  # train.py, evaluate.py, infer.py, conf/
 SUMMARY = "summary.json"
 STRIP = "strip.png"
 PANEL = ("portrait", "result", *(f"{factor}\ndriver" for factor in FACTORS))  # infer's panel
 
 
-def run_step(name: str, script: str, overrides: list[str]) -> float:
-    """Run ``python <script> <overrides>`` in the foreground; its seconds. A failed step
-    ends the demo with its name (the step printed its own error above)."""
+def run_step(name: str, script: str, overrides: list[str], repo: Path) -> float:
+    """Run ``python <repo>/<script> <overrides>`` in the foreground; its seconds. A failed
+    step ends the demo with its name (the step printed its own error above)."""
     print(f"\n=== {name}: python {script} {' '.join(overrides)}", flush=True)
     started = time.time()
-    if subprocess.run([sys.executable, str(REPO / script), *overrides], cwd=REPO).returncode:
+    if subprocess.run([sys.executable, str(repo / script), *overrides], cwd=repo).returncode:
         raise PdfgcError(f"demo step '{name}' failed (see above)")
     return time.time() - started
 
@@ -128,20 +127,20 @@ def check_targets(results: dict, targets: DictConfig) -> list[dict]:
     return rows
 
 
-def run(cfg: DictConfig) -> dict:
-    """The whole demo (see the module docstring); returns the summary it writes."""
+def run(cfg: DictConfig, repo: Path) -> dict:
+    """The whole demo (see the module docstring), running the mains in ``repo``; returns the
+    summary it writes."""
     root = Path(cfg.paths.root_dir).resolve()
     out = Path(cfg.paths.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "config.yaml") as tmp:
-        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    save_config(cfg, out / "config.yaml")
     common = [f"paths.root_dir={root}", f"paths.data_dir={Path(cfg.paths.data_dir).resolve()}"]
     seconds = {}
     for stage in cfg.stages:
         seconds[f"train {stage}"] = run_step(
             f"train {stage}", "train.py",
             [f"experiment={cfg.experiment}", f"stage={stage}", f"run_group={cfg.run_group}",
-             *common, *cfg.train_overrides])
+             *common, *cfg.train_overrides], repo)
     last = root / "outputs" / "train" / cfg.run_group / cfg.stages[-1]
     ckpt = last / "checkpoints" / "last.ckpt"
     run_cfg = OmegaConf.load(last / "config.yaml")
@@ -149,7 +148,7 @@ def run(cfg: DictConfig) -> dict:
     seconds["evaluate"] = run_step(
         "evaluate", "evaluate.py",
         [f"ckpt={ckpt}", f"eval={cfg.eval}", f"results_file={results_file}",
-         f"hydra.run.dir={out / 'evaluate'}", *common, *cfg.evaluate_overrides])
+         f"hydra.run.dir={out / 'evaluate'}", *common, *cfg.evaluate_overrides], repo)
     inputs = demo_inputs(ClipIndex.from_manifest(run_cfg.data.root), out, cfg.video_seconds)
     video = out / "demo.mp4"
     seconds["render"] = run_step(
@@ -157,10 +156,10 @@ def run(cfg: DictConfig) -> dict:
         [f"model={run_cfg.model.name}", f"weights={ckpt}", *(f"{k}={v}" for k, v in
                                                                inputs.items()),
          "panel=true", f"output={video}", f"hydra.run.dir={out / 'infer'}", *common,
-         *cfg.infer_overrides])
+         *cfg.infer_overrides], repo)
     strip = save_strip(video, out / STRIP, cfg.strip_frames)
 
-    record = json.loads(results_file.read_text().splitlines()[-1])
+    record = read_jsonl(results_file)[-1]
     rows = check_targets(record["results"], cfg.targets)
     summary = {"targets": rows, "all_met": all(r["met"] for r in rows),
                "context": {k: record["results"].get(k) for k in cfg.context},
@@ -201,12 +200,3 @@ def format_summary(summary: dict, out: Path) -> str:
         f"strip: {summary['strip']}",
         f"heatmap: {summary['heatmap']}", f"summary: {out / SUMMARY}"])
 
-
-@hydra.main(version_base="1.3", config_path=str(REPO / "conf"), config_name="demo")
-def main(cfg: DictConfig) -> None:
-    with exit_on_user_error():
-        run(cfg)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,12 @@
-"""The one user-facing error type of pdfgc, and how the entry points report it."""
+"""The one user-facing error type of pdfgc, the one choice check, and how the entry points
+report it."""
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class PdfgcError(Exception):
@@ -11,6 +15,13 @@ class PdfgcError(Exception):
     The entry points catch it, print ``error: <message>`` and exit with status 2; anything
     else is a bug and keeps its traceback.
     """
+
+
+def check_choice(option: str, value: T, choices: Collection[T]) -> T:
+    """``value`` if it is one of ``choices``, else a one-line :class:`PdfgcError`."""
+    if value not in choices:
+        raise PdfgcError(f"{option}={value!r}: expected one of {', '.join(map(str, choices))}")
+    return value
 
 
 def error_line(err: PdfgcError) -> str:

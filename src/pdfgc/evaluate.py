@@ -14,7 +14,6 @@ appended as one JSON line to ``results_file`` and printed as a table.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -26,10 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from pdfgc.data.datasets import UnreadableClip
-from pdfgc.errors import PdfgcError
+from pdfgc.errors import PdfgcError, check_choice
 from pdfgc.inference.model import TalkingHeadModel, saved_config
-from pdfgc.inference.pipeline import resolve_device
-from pdfgc.media import atomic_path
+from pdfgc.io import append_jsonl, resolve_device, save_config
 from pdfgc.metrics.registry import (
     Metric,
     MetricContext,
@@ -114,8 +112,7 @@ def save_run_config(cfg: DictConfig, model_cfg: DictConfig, data_cfg: DictConfig
     """Write the evaluation's resolved config, with the model and data settings it used."""
     settings = OmegaConf.create({**OmegaConf.to_container(cfg, resolve=True),
                                  "model": model_cfg, "data": data_cfg})
-    with atomic_path(path) as tmp:
-        OmegaConf.save(settings, tmp, resolve=True)
+    save_config(settings, path)
 
 
 def stream_frames(metrics: list[Metric], loader, renderer: EvalRenderer, cfg: DictConfig
@@ -152,21 +149,13 @@ def stream_clips(metrics: list[Metric], dataset, renderer: EvalRenderer, cfg: Di
     return clips
 
 
-def append_jsonl(path: Path, record: dict) -> None:
-    """Append one JSON line to ``path`` (the file is rewritten atomically)."""
-    previous = path.read_text() if path.is_file() else ""
-    with atomic_path(path) as tmp:
-        tmp.write_text(previous + json.dumps(record) + "\n")
-
-
 def run(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.ckpt`` with the ``eval`` metrics; returns the record appended to
     ``results_file`` (time, checkpoint, data, counts, results, details)."""
     if not cfg.get("ckpt"):
         raise PdfgcError("ckpt= is required: a pdfgc .ckpt or the folder of the four released "
                          "PD-FGC files")
-    if cfg.split not in SPLITS:
-        raise PdfgcError(f"split must be one of {SPLITS}, not {cfg.split!r}")
+    check_choice("split", cfg.split, SPLITS)
     ckpt = Path(cfg.ckpt)
     check_weights_path(ckpt)
     started = time.time()

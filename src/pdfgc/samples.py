@@ -1,6 +1,6 @@
 """A small, real sample to run inference on without downloads.
 
-``python -m pdfgc.samples FOLDER`` writes:
+``python sample.py [folder=..]`` (``make sample``) writes:
 
 * ``portrait.png``: the face of scikit-image's astronaut photograph (public domain);
 * ``speech.wav``: a spoken sentence from espeak-ng, or a synthetic voiced signal when
@@ -13,22 +13,20 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from pdfgc.features import FPS, SAMPLE_RATE
-from pdfgc.media import VideoWriter, atomic_path, load_audio, write_wav
+from pdfgc.io import atomic_path
+from pdfgc.media import VideoWriter, load_audio, write_wav
 from pdfgc.networks import build_networks
 from pdfgc.networks.checkpoints import save_released
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 FACE_BOX = (20, 130, 200)  # top, left, side of the astronaut's face in the 512x512 photo
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it rests in the sun."
 
@@ -83,18 +81,14 @@ def driver_frames(image: np.ndarray, seconds: float = 2.0) -> np.ndarray:
     return np.stack(frames)
 
 
-def tiny_weights(folder: Path, seed: int = 0, model_cfg: DictConfig | None = None) -> None:
-    """Randomly initialised ``model=tiny`` networks in the released layout. ``model_cfg`` is
-    ``conf/model/tiny.yaml`` as composed (composed here if None; inside a running Hydra app,
-    which cannot compose another config, pass it)."""
+def tiny_weights(folder: Path, model_cfg: DictConfig, seed: int = 0) -> None:
+    """Randomly initialised networks of ``model_cfg`` (``model=tiny`` as composed) in the
+    released layout."""
     torch.manual_seed(seed)
-    if model_cfg is None:
-        with initialize_config_dir(config_dir=str(CONF_DIR / "model"), version_base=None):
-            model_cfg = compose("tiny")
     save_released(folder, build_networks(model_cfg))
 
 
-def make_sample(folder: str | Path, model_cfg: DictConfig | None = None) -> Path:
+def make_sample(folder: str | Path, model_cfg: DictConfig) -> Path:
     """Write the sample files into ``folder`` (``model_cfg``: see :func:`tiny_weights`);
     returns it."""
     folder = Path(folder)
@@ -105,9 +99,6 @@ def make_sample(folder: str | Path, model_cfg: DictConfig | None = None) -> Path
     write_wav(folder / "speech.wav", speech(), SAMPLE_RATE)
     with VideoWriter(folder / "driver.mp4", fps=FPS) as writer:
         writer.write(driver_frames(image))
-    tiny_weights(folder / "weights", model_cfg=model_cfg)
+    tiny_weights(folder / "weights", model_cfg)
     return folder
 
-
-if __name__ == "__main__":
-    print(make_sample(sys.argv[1] if len(sys.argv) > 1 else "outputs/sample"))

@@ -22,10 +22,9 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
-from pytorch_lightning.utilities import rank_zero_only
 
 from pdfgc.errors import PdfgcError
-from pdfgc.media import atomic_path
+from pdfgc.io import save_config, write_text
 from pdfgc.networks import check_image_size
 
 log = logging.getLogger(__name__)
@@ -169,18 +168,6 @@ def resume_path(cfg: DictConfig, callbacks: Sequence[pl.Callback]) -> str | None
                 log.info("resuming from %s", last)
                 return str(last)
     return None
-
-
-def save_config(cfg: DictConfig, path: Path) -> None:
-    """The resolved config as YAML, written atomically (by rank zero)."""
-    write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
-
-
-@rank_zero_only
-def write_text(path: Path, text: str) -> None:
-    """``text`` in ``path``, written atomically, by rank zero."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def finish_wandb(loggers: Sequence[Logger]) -> None:

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from pdfgc.data.augment import MotionAugment
 from pdfgc.data.manifest import LABEL_KEYS, MANIFEST, SPLITS, ClipRecord, read_labels, read_manifest
-from pdfgc.errors import PdfgcError
+from pdfgc.errors import PdfgcError, check_choice
 from pdfgc.features import (
     LEAD_FRAMES,
     N_MELS,
@@ -241,16 +241,14 @@ class TalkingHeadDataset(Dataset):
         source: str = "clip",
     ):
         self.index = root if isinstance(root, ClipIndex) else ClipIndex.from_manifest(root)
-        if split not in SPLITS:
-            raise PdfgcError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+        check_choice("split", split, SPLITS)
         self.identities = self.index.identities(split)
         if not self.identities:
             raise PdfgcError(f"{self.index.root / MANIFEST}: no clips in split {split!r}")
         if emotion_window < 1 or negatives < 0 or image_size < 1:
             raise PdfgcError(f"data: need emotion_window >= 1, negatives >= 0 and image_size "
                              f">= 1, got {emotion_window}, {negatives}, {image_size}")
-        if source not in SOURCES:
-            raise PdfgcError(f"data.source must be one of {', '.join(SOURCES)}, not {source!r}")
+        check_choice("data.source", source, SOURCES)
         self.split, self.image_size, self.crop, self.seed = split, image_size, crop, seed
         self.source = source
         self.window, self.negatives, self.eye_augment = emotion_window, negatives, eye_augment

@@ -22,14 +22,13 @@ factor_names    (F,) str            ``factor_names``
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from pdfgc.errors import PdfgcError
-from pdfgc.media import atomic_path
+from pdfgc.io import atomic_path, read_jsonl, write_jsonl
 
 MANIFEST = "manifest.jsonl"
 LABEL_KEYS = ("landmarks", "pose", "blink", "gaze", "eye_boxes", "mel")
@@ -53,9 +52,7 @@ class ClipRecord:
 def write_manifest(root: str | Path, records: list[ClipRecord]) -> Path:
     """Write ``manifest.jsonl`` atomically (sorted by clip id, so it is deterministic)."""
     path = Path(root) / MANIFEST
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(asdict(r)) + "\n"
-                               for r in sorted(records, key=lambda r: r.clip)))
+    write_jsonl(path, [asdict(r) for r in sorted(records, key=lambda r: r.clip)])
     return path
 
 
@@ -66,14 +63,11 @@ def read_manifest(root: str | Path) -> list[ClipRecord]:
         raise PdfgcError(f"{path}: no manifest; generate or preprocess the dataset first")
     names = {f.name for f in fields(ClipRecord)}
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    for number, row in enumerate(read_jsonl(path), 1):
         try:
-            row = json.loads(line)
             records.append(ClipRecord(**{k: row[k] for k in names}))
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise PdfgcError(f"{path}:{number}: not a clip record ({err})") from None
+        except (KeyError, TypeError) as err:
+            raise PdfgcError(f"{path}: record {number} is not a clip record ({err})") from None
     return records
 
 

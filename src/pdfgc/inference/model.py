@@ -16,7 +16,7 @@ No media I/O here: inputs are tensors, prepared by :mod:`pdfgc.features`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +25,11 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from pdfgc.errors import PdfgcError
+from pdfgc.errors import PdfgcError, check_choice
+from pdfgc.io import read_state_dict
 from pdfgc.networks import build_networks
-from pdfgc.networks.checkpoints import check_weights_path, load_networks, read_state_dict
+from pdfgc.networks.checkpoints import check_weights_path, load_networks
+from pdfgc.networks.motion import GAZE_DIMS
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,8 @@ EMOTION_SCALE = 1.2
 POSE_SMOOTH_FRAMES = 3     # the release's centred mean over the head pose codes
 DEFAULT_EMOTION_WINDOW = 5  # data.emotion_window's default: the expression stage's K
 CODES = ("mouth", "emotion", "eye", "pose")  # the generator's order of the motion codes
-GAZE_DIMS = (2, 3)         # of the eye code; the other dims (0, 1, 4, 5) are blink
 DEFAULT_NOISE_SEED = 20202001
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtypes
 DIAL_MODES = ("driver", "set", "offset")
 ANGLES = ("yaw", "pitch", "roll")  # the first three of the pose label, in degrees
 
@@ -99,9 +101,7 @@ def apply_dials(pose: torch.Tensor, eye: torch.Tensor, dials: Dials,
     becomes the gaze dims. Raises a :class:`PdfgcError` where the weights have no such
     meaning."""
     for group in ("pose", "eyes"):
-        if getattr(dials, group) not in DIAL_MODES:
-            raise PdfgcError(f"dials.{group} must be one of {DIAL_MODES}, "
-                             f"not {getattr(dials, group)!r}")
+        check_choice(f"dials.{group}", getattr(dials, group), DIAL_MODES)
     regression = regression or Regression()
     if dials.pose != "driver":
         if regression.pose_scale is None:
@@ -242,6 +242,19 @@ def _earlier_checkpoint(ckpt: Path, init_from: str | None) -> Path | None:
     return beside if beside is not None and beside.is_file() else None
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16), as far as Linux's
+    ``/proc/cpuinfo`` says; elsewhere assumed so. Without it bf16 is emulated: on an AVX2
+    host the benchmark's bf16 matmul ran at 0 GFLOP/s and its bf16 pass did not finish in ten
+    minutes."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return True
+    flags = cpuinfo.read_text().split()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+
 class TalkingHeadModel(nn.Module):
     """Appearance, motion and audio encoders plus the generator, in eval mode.
 
@@ -251,6 +264,9 @@ class TalkingHeadModel(nn.Module):
     ``emotion_window`` says how :meth:`compose` combines codes (see :func:`compose_codes`):
     None for the released weights, K for a pdfgc checkpoint trained with a K-frame window.
     ``regression`` says what the pose and eye codes mean numerically, for :class:`Dials`.
+    Every encoder and the generator run at the model's ``precision`` (:meth:`set_precision`;
+    autocast, results in float32), so inference and evaluation render alike, and
+    :meth:`render_frames` is the one loop that renders frames from codes.
     """
 
     def __init__(self, nets: nn.ModuleDict, noise_seed: int = DEFAULT_NOISE_SEED,
@@ -269,6 +285,23 @@ class TalkingHeadModel(nn.Module):
         self.regression = regression
         self.run = {name: torch.compile(net, dynamic=False) if compile else net
                     for name, net in self.nets.items()}
+        self.precision = "fp32"
+
+    def set_precision(self, precision: str) -> TalkingHeadModel:
+        """Run at ``precision`` (fp32, bf16, fp16: autocast) from now on; bf16 on a CPU
+        without bf16 instructions warns once, naming the faster choice."""
+        self.precision = check_choice("precision", precision, tuple(PRECISIONS))
+        device = next(self.parameters()).device
+        if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+            log.warning("precision=bf16: this CPU has no bf16 instructions (AVX512-BF16 or "
+                        "AMX), so bf16 is emulated and many times slower; use precision=fp32")
+        return self
+
+    def autocast(self):
+        """The autocast context of the model's precision on its device."""
+        dtype = PRECISIONS[self.precision]
+        device = next(self.parameters()).device
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
     @classmethod
     def from_config(cls, model_cfg: DictConfig, weights: str | None,
@@ -309,19 +342,22 @@ class TalkingHeadModel(nn.Module):
     @torch.no_grad()
     def encode_appearance(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, H, W) reference images -> their mean {"vector": (1, D), "map": (1, C, s, s)}."""
-        out = self.run["appearance"](self._layout(images))
-        return {k: v.mean(dim=0, keepdim=True) for k, v in out.items()}
+        with self.autocast():
+            out = self.run["appearance"](self._layout(images))
+        return {k: v.float().mean(dim=0, keepdim=True) for k, v in out.items()}
 
     @torch.no_grad()
     def encode_motion(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, H, W) driver frames -> {"pose", "eye", "emotion"} codes, (B, D) each."""
-        out = self.run["motion"](self._layout(frames))
-        return {k: out[k] for k in ("pose", "eye", "emotion")}
+        with self.autocast():
+            out = self.run["motion"](self._layout(frames))
+        return {k: out[k].float() for k in ("pose", "eye", "emotion")}
 
     @torch.no_grad()
     def encode_audio(self, mel_windows: torch.Tensor) -> torch.Tensor:
         """(B, 1, 80, 20) mel windows -> audio mouth codes (B, D)."""
-        return self.run["audio"](mel_windows)["mouth"]
+        with self.autocast():
+            return self.run["audio"](mel_windows)["mouth"].float()
 
     @torch.no_grad()
     def render(self, appearance: dict[str, torch.Tensor], motion_codes: torch.Tensor
@@ -330,7 +366,15 @@ class TalkingHeadModel(nn.Module):
         b = motion_codes.shape[0]
         style = torch.cat([appearance["vector"].expand(b, -1), motion_codes], dim=1)
         appearance_map = self._layout(appearance["map"].expand(b, -1, -1, -1))
-        return self.run["generator"](style, appearance_map, self.noise)
+        with self.autocast():
+            return self.run["generator"](style, appearance_map, self.noise).float()
+
+    def render_frames(self, appearance: dict[str, torch.Tensor], motion_codes: torch.Tensor,
+                      chunk: int) -> Iterator[torch.Tensor]:
+        """The frames of (N, motion) codes (from :meth:`compose`), ``chunk`` at a time:
+        (n, 3, H, W) each, in order."""
+        for start in range(0, len(motion_codes), chunk):
+            yield self.render(appearance, motion_codes[start:start + chunk])
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         """NHWC on the fast path: oneDNN (CPU) and cuDNN run convolutions fastest on it."""

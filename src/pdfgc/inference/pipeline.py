@@ -10,7 +10,6 @@ not grow with the audio's length.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -21,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
-from pdfgc.errors import PdfgcError
+from pdfgc.errors import PdfgcError, check_choice
 from pdfgc.features import (
     FPS,
     SAMPLE_RATE,
@@ -38,7 +37,8 @@ from pdfgc.features import (
     to_uint8,
 )
 from pdfgc.inference.model import Controls, Dials, TalkingHeadModel
-from pdfgc.media import FrameSource, VideoWriter, check_folder_free, load_audio, read_image
+from pdfgc.io import check_folder_free, read_jsonl, resolve_device, save_config
+from pdfgc.media import FrameSource, VideoWriter, load_audio, read_image
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ FACTORS = ("pose", "emotion", "eye")  # the driven factors, in the panel's order
 DRIVER_POLICIES = ("loop", "pingpong", "hold")
 SKIPPED_DRIVER_FRAMES = 2  # the release aligns drivers like the audio: their frames 0, 1 unused
 MIN_IMAGE_SIDE = 32
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -101,8 +100,7 @@ def driver_timeline(num_frames: int, length: int, policy: str) -> np.ndarray:
     past its end a driver loops back to frame 2 (``loop``), runs backwards and forwards
     (``pingpong``) or stays on its last frame (``hold``).
     """
-    if policy not in DRIVER_POLICIES:
-        raise PdfgcError(f"driver_policy must be one of {DRIVER_POLICIES}, not {policy!r}")
+    check_choice("driver_policy", policy, DRIVER_POLICIES)
     first = SKIPPED_DRIVER_FRAMES if length > SKIPPED_DRIVER_FRAMES else 0
     usable = length - first
     k = np.arange(num_frames)
@@ -138,13 +136,8 @@ class Renderer:
         self.cfg = cfg
         if cfg.batch_size < 1:
             raise PdfgcError(f"batch_size must be at least 1, not {cfg.batch_size}")
-        if cfg.precision not in PRECISIONS:
-            raise PdfgcError(f"precision must be one of {tuple(PRECISIONS)}, not {cfg.precision!r}")
         self.device = resolve_device(cfg.device)
-        if cfg.precision == "bf16" and self.device.type == "cpu" and not cpu_has_native_bf16():
-            log.warning("precision=bf16: this CPU has no bf16 instructions (AVX512-BF16 or "
-                        "AMX), so bf16 is emulated and many times slower; use precision=fp32")
-        self.model = model.to(self.device)
+        self.model = model.to(self.device).set_precision(cfg.precision)
         self.size = model.image_size
         self.croppers = ThreadPoolExecutor(os.cpu_count() or 1)  # cv2 releases the GIL
 
@@ -165,10 +158,6 @@ class Renderer:
         """Network input on the device: the uint8 pixels are copied there, then scaled."""
         return pixels_to_input(self._pixels(images).to(self.device, non_blocking=True))
 
-    def _autocast(self):
-        dtype = PRECISIONS[self.cfg.precision]
-        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
-
     def _chunks(self, n: int) -> Iterator[slice]:
         for start in range(0, n, self.cfg.batch_size):
             yield slice(start, min(start + self.cfg.batch_size, n))
@@ -177,8 +166,7 @@ class Renderer:
         codes = []
         for s in self._chunks(n):
             windows = torch.from_numpy(mel_windows(mel, s.start, s.stop)).to(self.device)
-            with self._autocast():
-                codes.append(self.model.encode_audio(windows).float())
+            codes.append(self.model.encode_audio(windows))
         return torch.cat(codes)
 
     def _driver_codes(self, driver: Driver) -> dict[str, torch.Tensor]:
@@ -186,10 +174,9 @@ class Renderer:
         distinct, inverse = np.unique(driver.timeline, return_inverse=True)
         parts: dict[str, list[torch.Tensor]] = {}
         for s in self._chunks(len(distinct)):
-            with self._autocast():
-                out = self.model.encode_motion(self._tensor(driver.frames(distinct[s])))
+            out = self.model.encode_motion(self._tensor(driver.frames(distinct[s])))
             for k, v in out.items():
-                parts.setdefault(k, []).append(v.float())
+                parts.setdefault(k, []).append(v)
         index = torch.from_numpy(inverse).to(self.device)
         return {k: torch.cat(v)[index] for k, v in parts.items()}
 
@@ -211,9 +198,7 @@ class Renderer:
             raise PdfgcError(f"{job.appearance}: image is {portrait.shape[1]}x{portrait.shape[0]},"
                              f" too small to hold a face (at least {MIN_IMAGE_SIDE} px a side)")
         drivers = self._open_drivers(job, portrait, n)
-        with self._autocast():
-            appearance = self.model.encode_appearance(self._tensor(portrait[None]))
-        appearance = {k: v.float() for k, v in appearance.items()}
+        appearance = self.model.encode_appearance(self._tensor(portrait[None]))
 
         codes = {"mouth": self._audio_codes(mel, n)}
         by_source: dict[int, dict[str, torch.Tensor]] = {}
@@ -231,6 +216,7 @@ class Renderer:
         if job.panel is not None:
             targets[job.panel] = True
         chunks = list(self._chunks(n))
+        rendered = self.model.render_frames(appearance, motion, self.cfg.batch_size)
         with ExitStack() as files, ThreadPoolExecutor(1) as encoder:
             writers = {files.enter_context(VideoWriter(path, fps=FPS, audio=track,
                                                        sample_rate=SAMPLE_RATE,
@@ -244,8 +230,7 @@ class Renderer:
             pending = None  # H.264 encoding of one chunk overlaps rendering of the next
             for done, s in enumerate(tqdm(chunks, desc=Path(job.output).name, unit="chunk",
                                           disable=not self.cfg.progress), 1):
-                with self._autocast():
-                    frames = to_uint8(self.model.render(appearance, motion[s]))
+                frames = to_uint8(next(rendered))
                 panel = (self._panel(frames, still, drivers, s) if any(targets.values())
                          else None)
                 if pending is not None:
@@ -278,30 +263,6 @@ class Renderer:
         return np.concatenate(columns, axis=2)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU; asking for missing CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PdfgcError(f"device={name} but no CUDA GPU is available; use device=cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise PdfgcError(f"device must be auto, cpu or cuda[:N], not {name!r}") from None
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16), as far as Linux's
-    ``/proc/cpuinfo`` says; elsewhere assumed so. Without it bf16 is emulated: on an AVX2
-    host the benchmark's bf16 matmul ran at 0 GFLOP/s and its bf16 pass did not finish in ten
-    minutes."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return True
-    flags = cpuinfo.read_text().split()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def job_from_config(cfg: DictConfig) -> Job:
     """The single job described by the top-level ``audio=``, ``appearance=``... options."""
     for key in ("audio", "appearance"):
@@ -331,15 +292,11 @@ def read_jobs(path: str, defaults: DictConfig) -> list[Job]:
     file = Path(path)
     if not file.is_file():
         raise PdfgcError(f"{path}: jobs file not found")
-    text = file.read_text()
     if file.suffix == ".csv":
         rows = [{k: v or None for k, v in row.items()}
-                for row in csv.DictReader(text.splitlines())]
+                for row in csv.DictReader(file.read_text().splitlines())]
     else:
-        try:
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as err:
-            raise PdfgcError(f"{path}: not valid JSON lines ({err})") from None
+        rows = read_jsonl(file)
     jobs = []
     for i, row in enumerate(rows, 1):
         missing = [k for k in ("audio", "appearance", "output") if not row.get(k)]
@@ -373,7 +330,7 @@ def run(cfg: DictConfig) -> list[Path]:
         else:
             job.check()  # every job's files, before the model loads
             todo.append(job)
-    OmegaConf.save(cfg, Path(cfg.paths.output_dir) / "config.yaml", resolve=True)
+    save_config(cfg, Path(cfg.paths.output_dir) / "config.yaml")
     if not todo:
         return []
     model = TalkingHeadModel.from_config(cfg.model, cfg.weights, cfg.noise_seed, cfg.compile)

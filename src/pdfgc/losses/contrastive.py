@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pdfgc.losses.perceptual import check_choice
+from pdfgc.errors import check_choice
 
 SIMILARITIES = ("inv_euclidean", "cosine")
 

@@ -1,42 +1,26 @@
 """The perceptual losses (VGG19, and [ours] the project's own motion trunk), and what the
-losses share: option checks, fixed networks."""
+losses share: fixed networks."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
 from pdfgc.errors import PdfgcError
-from pdfgc.networks.checkpoints import check_state_dict, load_networks, read_state_dict
+from pdfgc.networks.checkpoints import load_networks
+from pdfgc.networks.perceptual import VGG_LAYER_ENDS, vgg19_blocks
 from pdfgc.outside_weights import locate
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# torchvision vgg19.features index just past relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
-VGG_LAYER_ENDS = (2, 7, 12, 21, 30)
 VGG_OPTION = "loss.vgg_weights"
-
-
-def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
-    """``value`` if it is one of ``choices``, else a one-line :class:`PdfgcError`."""
-    if value not in choices:
-        raise PdfgcError(f"{option}={value!r}: expected one of {', '.join(choices)}")
-    return value
-
-
-def read_torchvision_features(path: Path) -> dict[str, torch.Tensor]:
-    """The ``features.*`` weights of a torchvision classifier's state dict, prefix stripped."""
-    prefix = "features."
-    return {key.removeprefix(prefix): value for key, value in read_state_dict(path).items()
-            if key.startswith(prefix)}
 
 
 class FrozenNetworkLoss(nn.Module):
@@ -87,14 +71,7 @@ class VGGPerceptualLoss(FrozenNetworkLoss):
         if len(layer_weights) != len(VGG_LAYER_ENDS):
             raise PdfgcError(f"layer_weights={list(layer_weights)}: expected "
                              f"{len(VGG_LAYER_ENDS)} weights (relu1_1 .. relu5_1)")
-        weights = locate("vgg19", weights, VGG_OPTION)
-        state = read_torchvision_features(weights)
-        with torch.device("meta"):  # no time spent initialising weights about to be replaced
-            features = torchvision.models.vgg19(weights=None).features
-        load_strict(features, state, str(weights))
-        starts = (0, *VGG_LAYER_ENDS[:-1])
-        self.blocks = nn.ModuleList(features[a:b]
-                                    for a, b in zip(starts, VGG_LAYER_ENDS, strict=True))
+        self.blocks = vgg19_blocks(locate("vgg19", weights, VGG_OPTION))
         self.layer_weights = tuple(float(w) for w in layer_weights)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
                              persistent=False)
@@ -148,10 +125,3 @@ class TrunkPerceptualLoss(FrozenNetworkLoss):
                   for x, y in zip(self.trunk.trunk_features(fake), targets, strict=True)]
         loss = torch.stack(layers).mean()
         return loss, {"trunk": loss.detach()}
-
-
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``module`` (tensors assigned, so ``module`` may live on ``meta``);
-    a one-line error naming ``source`` if any key is missing, extra or mis-shaped."""
-    check_state_dict(source, module, state)
-    module.load_state_dict(state, strict=True, assign=True)

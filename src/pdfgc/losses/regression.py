@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pdfgc.losses.perceptual import check_choice
+from pdfgc.errors import check_choice
 
 KINDS = ("l1", "mse")
 

@@ -3,7 +3,6 @@
 This package must not import torch.
 """
 
-from pdfgc.media.atomic import atomic_path, check_folder_free
 from pdfgc.media.audio import load_audio, write_wav
 from pdfgc.media.video import (
     IMAGE_EXTENSIONS,
@@ -17,8 +16,6 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "FrameSource",
     "VideoWriter",
-    "atomic_path",
-    "check_folder_free",
     "load_audio",
     "probe_video",
     "read_image",

@@ -9,7 +9,7 @@ import numpy as np
 import soundfile
 
 from pdfgc.errors import PdfgcError
-from pdfgc.media.atomic import atomic_path
+from pdfgc.io import atomic_path
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:

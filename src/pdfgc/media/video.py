@@ -14,7 +14,7 @@ import decord
 import numpy as np
 
 from pdfgc.errors import PdfgcError
-from pdfgc.media.atomic import atomic_path
+from pdfgc.io import atomic_path
 from pdfgc.media.audio import _reason
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

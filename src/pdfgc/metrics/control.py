@@ -3,7 +3,7 @@
 Both read dlib landmarks of the 224 px frames (:mod:`pdfgc.metrics.landmarks`) and measure
 the render and its driver the same way, so detector bias cancels:
 
-* ``pose``: head pose by the PnP fit of preprocessing (``pdfgc.data.preprocess.labels``);
+* ``pose``: head pose by the PnP fit that labels real data (``pdfgc.face.geometry``);
   the mean absolute yaw / pitch / roll difference in degrees between each render and the
   real frame that drove its pose: for self-reconstructions, cross-identity renders, and
   pose swaps (a self-reconstruction whose pose code comes from another clip's frame);
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pdfgc.data.preprocess.labels import eye_aspect_ratio, head_pose
+from pdfgc.face.geometry import eye_aspect_ratio, head_pose
 from pdfgc.metrics.landmarks import DETECT_SIZE, sample_landmarks
 from pdfgc.metrics.registry import Metric, MetricContext, MetricResult, RunningMean, register
 from pdfgc.metrics.render import ClipSample, FrameBatch

@@ -51,7 +51,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from pdfgc.data.synthetic.factors import EMOTIONS, POSE_NAMES
-from pdfgc.media import atomic_path
+from pdfgc.io import atomic_path
 from pdfgc.metrics.registry import Metric, MetricContext, MetricResult, register
 from pdfgc.metrics.render import FrameBatch
 from pdfgc.metrics.tabulate import format_table, format_value

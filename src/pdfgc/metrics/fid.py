@@ -22,6 +22,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 
 from pdfgc.errors import PdfgcError
 from pdfgc.features import to_uint8
+from pdfgc.io import atomic_save, read_state_dict
 from pdfgc.metrics.registry import (
     Metric,
     MetricContext,
@@ -30,7 +31,6 @@ from pdfgc.metrics.registry import (
     weights_file,
 )
 from pdfgc.metrics.render import FrameBatch
-from pdfgc.networks.checkpoints import atomic_save, read_state_dict
 
 log = logging.getLogger(__name__)
 

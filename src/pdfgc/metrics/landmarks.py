@@ -17,15 +17,14 @@ import cv2
 import numpy as np
 import torch
 
-from pdfgc.data.preprocess.landmarks import DlibDetector
-from pdfgc.errors import PdfgcError
+from pdfgc.errors import check_choice
+from pdfgc.face.landmarks import MOUTH, NUM_LANDMARKS, DlibDetector
 from pdfgc.features import to_uint8
 from pdfgc.metrics.registry import Metric, MetricContext, MetricResult, RunningMean, register
 from pdfgc.metrics.render import FrameBatch
 
 DETECT_SIZE = 224
-MOUTH = slice(48, 68)
-IBUG = slice(0, 68)  # the points dlib detects; synthetic labels add the two pupils after them
+IBUG = slice(0, NUM_LANDMARKS)  # the points dlib detects; synthetic labels add the two pupils
 REAL_SOURCES = ("detect", "given")
 
 
@@ -47,7 +46,7 @@ def detect_landmarks(faces: np.ndarray) -> np.ndarray:
     """68 landmarks (N, 68, 2) float32 of 224 px uint8 frames (N, 224, 224, 3); rows of NaN
     where no face is found."""
     found = _detector().detect(faces, Path(), np.arange(len(faces)))
-    marks = np.full((len(faces), 68, 2), np.nan, dtype=np.float32)
+    marks = np.full((len(faces), NUM_LANDMARKS, 2), np.nan, dtype=np.float32)
     for i, face in enumerate(found):
         if face.landmarks is not None:
             marks[i] = face.landmarks
@@ -85,9 +84,7 @@ class LMD(Metric):
 
     def __init__(self, ctx: MetricContext, real: str = "detect"):
         super().__init__(ctx)
-        if real not in REAL_SOURCES:
-            raise PdfgcError(f"lmd: real must be one of {REAL_SOURCES}, not {real!r}")
-        self.real = real
+        self.real = check_choice("eval.options.lmd.real", real, REAL_SOURCES)
         self.mouth, self.face, self.detected = RunningMean(), RunningMean(), RunningMean()
 
     def update(self, batch: FrameBatch) -> None:

@@ -1,6 +1,6 @@
 """LPIPS (AlexNet) between self-reconstructions and the real target frames.
 
-Built offline by ``pdfgc.losses.reconstruction.build_lpips``: the linear layers shipped in the
+Built offline by ``pdfgc.networks.perceptual.build_lpips``: the linear layers shipped in the
 ``lpips`` package, the AlexNet trunk from ``weights.lpips`` (torchvision's
 ``alexnet-owt-7be5be79.pth``; unset: torch hub's cache). ``weights.lpips=random`` asks for a
 random trunk: its figure, ``lpips/random/self`` rather than ``lpips/alexnet/self``, only
@@ -9,7 +9,6 @@ compares runs evaluated the same way, not published numbers.
 
 from __future__ import annotations
 
-from pdfgc.losses.reconstruction import build_lpips
 from pdfgc.metrics.registry import (
     Metric,
     MetricContext,
@@ -19,6 +18,7 @@ from pdfgc.metrics.registry import (
     weights_file,
 )
 from pdfgc.metrics.render import FrameBatch
+from pdfgc.networks.perceptual import build_lpips
 
 
 @register

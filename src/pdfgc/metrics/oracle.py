@@ -31,11 +31,9 @@ in the details (``oracle/unreliable``), with every factor's R² (``oracle/r2``).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,17 +44,16 @@ from tqdm import tqdm
 from pdfgc.data.synthetic import (
     FACTOR_NAMES,
     Identity,
-    make_identity,
     random_factors,
     render_frame,
 )
-from pdfgc.data.synthetic.generate import FORMAT_VERSION, GENERATION_FILE
+from pdfgc.data.synthetic.generate import FORMAT_VERSION, dataset_identities
 from pdfgc.errors import PdfgcError
 from pdfgc.features import prepare_image
+from pdfgc.io import atomic_save
 from pdfgc.metrics.disentanglement import FACTOR_GROUPS, r2_scores
 from pdfgc.metrics.registry import Metric, MetricContext, MetricResult, digest, register
 from pdfgc.metrics.render import FrameBatch
-from pdfgc.networks.checkpoints import atomic_save
 
 log = logging.getLogger(__name__)
 
@@ -170,18 +167,6 @@ def random_frames(identities: Sequence[Identity], count: int, image_size: int, c
         images.append(torch.from_numpy(prepare_image(image, size, crop)).half())
         factors.append([drawn[name] for name in FACTOR_NAMES])
     return torch.stack(images), torch.tensor(factors, dtype=torch.float32)
-
-
-def dataset_identities(root: Path) -> tuple[list[Identity], int]:
-    """The identities of a synthetic dataset and its frame size, from its ``generation.json``."""
-    path = root / GENERATION_FILE
-    try:
-        settings = json.loads(path.read_text())
-        return ([make_identity(i, settings["seed"]) for i in range(settings["num_identities"])],
-                settings["image_size"])
-    except (OSError, json.JSONDecodeError, KeyError) as err:
-        raise PdfgcError(f"{path}: unreadable synthetic-data settings, needed by the factor "
-                         f"oracle ({err})") from None
 
 
 def load_or_train_oracle(ctx: MetricContext, frames: int = 20000, **options) -> FactorOracle:

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from pdfgc.errors import PdfgcError
+from pdfgc.errors import PdfgcError, check_choice
 from pdfgc.outside_weights import locate
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,7 @@ def list_metrics() -> list[str]:
 def metric_class(name: str) -> type[Metric]:
     """The metric registered as ``name``; a one-line error listing the known ones."""
     _import_all()
-    if name not in METRICS:
-        raise PdfgcError(f"unknown metric {name!r}; known: {', '.join(list_metrics())}")
-    return METRICS[name]
+    return METRICS[check_choice("metric", name, list_metrics())]
 
 
 def build_metrics(names: Iterable[str], ctx: MetricContext,

@@ -108,8 +108,7 @@ class EvalRenderer:
                     ) -> torch.Tensor:
         """Frames (N, 3, S, S) of whole-clip codes {name: (N, D)}, composed as inference does."""
         motion = self.model.compose(codes, self.controls)
-        return torch.cat([self.model.render(appearance, motion[s])
-                          for s in self.chunks(len(motion))])
+        return torch.cat(list(self.model.render_frames(appearance, motion, self.chunk)))
 
     def chunks(self, n: int) -> Iterator[slice]:
         for start in range(0, n, self.chunk):

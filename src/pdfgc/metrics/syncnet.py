@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pdfgc.features import FPS, SAMPLE_RATE
+from pdfgc.io import check_state_dict, read_state_dict
 from pdfgc.metrics.landmarks import sample_faces
 from pdfgc.metrics.registry import (
     Metric,
@@ -34,7 +35,6 @@ from pdfgc.metrics.registry import (
     weights_file,
 )
 from pdfgc.metrics.render import ClipSample
-from pdfgc.networks.checkpoints import check_state_dict, read_state_dict
 
 MAX_OFFSET = 15
 VIDEO_WINDOW = 5          # frames per SyncNet video input

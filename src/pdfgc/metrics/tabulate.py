@@ -9,12 +9,12 @@ one of the prefixes; ``--markdown`` prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from pdfgc.errors import PdfgcError, exit_on_user_error
+from pdfgc.io import read_jsonl
 
 RESULTS_FILE = "metrics.jsonl"
 
@@ -25,13 +25,7 @@ def read_records(path: str | Path) -> list[dict]:
     file = path / RESULTS_FILE if path.is_dir() else path
     if not file.is_file():
         raise PdfgcError(f"{file}: no evaluation results here")
-    records = []
-    for number, line in enumerate(file.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise PdfgcError(f"{file}:{number}: not a JSON line ({err.msg})") from None
+    records = read_jsonl(file)
     if not records:
         raise PdfgcError(f"{file}: empty")
     return records

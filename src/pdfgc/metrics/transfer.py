@@ -33,10 +33,10 @@ import torch.nn.functional as F
 
 from pdfgc.data.manifest import read_manifest
 from pdfgc.data.synthetic import render_frame
+from pdfgc.data.synthetic.generate import dataset_identities
 from pdfgc.errors import PdfgcError
 from pdfgc.features import prepare_image
 from pdfgc.metrics.disentanglement import FACTOR_GROUPS
-from pdfgc.metrics.oracle import dataset_identities
 from pdfgc.metrics.registry import Metric, MetricContext, MetricResult, register
 from pdfgc.metrics.render import FrameBatch
 

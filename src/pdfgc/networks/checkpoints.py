@@ -1,6 +1,6 @@
-"""The one place that reads and writes network weights.
+"""Network weights in and out: the two loading paths and ``init_from``.
 
-Two formats:
+Two formats (the raw file reading and checking is :mod:`pdfgc.io`'s):
 
 * the released layout: a folder with one state dict per network
   (``appearance_model.pth``, ``motion_model.pth``, ``audio_model.pth``,
@@ -8,11 +8,14 @@ Two formats:
 * this project's Lightning checkpoints (``*.ckpt``): the networks live under
   ``nets.<name>.`` in ``state_dict``.
 
-Every failure is a one-line :class:`PdfgcError` naming the file and the first offending keys.
+A training stage starts from an earlier one's checkpoint through :func:`read_init_state` and
+:func:`map_init_state` (renamed networks, the partial copy of style columns). Every failure is
+a one-line :class:`PdfgcError` naming the file and the first offending keys.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import torch
 from torch import nn
 
 from pdfgc.errors import PdfgcError
-from pdfgc.media import atomic_path
+from pdfgc.io import SHOWN_KEYS, atomic_save, check_state_dict, read_state_dict
 
 RELEASED_FILES = {
     "appearance": "appearance_model.pth",
@@ -29,24 +32,6 @@ RELEASED_FILES = {
     "generator": "generator_model.pth",
 }
 LIGHTNING_PREFIX = "nets."
-SHOWN_KEYS = 3
-
-
-def read_state_dict(path: str | Path, mmap: bool = False) -> dict[str, torch.Tensor]:
-    """Load a checkpoint file on the CPU (``mmap``: tensors read only when used); a one-line
-    error if it is missing or unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise PdfgcError(f"{path}: checkpoint file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as err:  # torch raises several types for truncated / foreign files
-        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
-        raise PdfgcError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): "
-                         f"{reason}") from None
-    if not isinstance(state, Mapping):
-        raise PdfgcError(f"{path}: holds a {type(state).__name__}, not a state dict")
-    return dict(state)
 
 
 def check_weights_path(path: str | Path) -> None:
@@ -61,23 +46,6 @@ def check_weights_path(path: str | Path) -> None:
     elif not path.is_file():
         raise PdfgcError(f"{path}: weights not found (a pdfgc .ckpt or the folder of the "
                          "released .pth files)")
-
-
-def check_state_dict(source: str, module: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    """Raise a one-line error listing missing, unexpected and mis-shaped keys, if any."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    problems = []
-    for label, keys in (("shape mismatch", shapes), ("missing", missing),
-                        ("unexpected", unexpected)):
-        if keys:
-            more = f" (+{len(keys) - SHOWN_KEYS} more)" if len(keys) > SHOWN_KEYS else ""
-            problems.append(f"{label}: {', '.join(keys[:SHOWN_KEYS])}{more}")
-    if problems:
-        raise PdfgcError(f"{source}: does not match the configured model; " + "; ".join(problems))
 
 
 def load_networks(path: str | Path, nets: nn.ModuleDict,
@@ -107,13 +75,72 @@ def load_networks(path: str | Path, nets: nn.ModuleDict,
         nets[name].load_state_dict(sub, strict=True)
 
 
-def atomic_save(obj: object, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def save_released(folder: str | Path, nets: nn.ModuleDict) -> None:
     """Write the four networks in the released layout (one ``*_model.pth`` each)."""
     for name, file in RELEASED_FILES.items():
         atomic_save(nets[name].state_dict(), Path(folder) / file)
+
+
+def read_init_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The ``nets.<name>.`` tensors of a pdfgc ``.ckpt`` or of a released weights folder
+    (``stage.init_from``)."""
+    path = Path(path)
+    if not path.exists():
+        raise PdfgcError(f"stage.init_from: {path} not found; train the earlier stage first "
+                         "(same run_group) or set stage.init_from=null")
+    if path.is_dir():
+        return {f"{LIGHTNING_PREFIX}{name}.{key}": value
+                for name, file in RELEASED_FILES.items() if (path / file).is_file()
+                for key, value in read_state_dict(path / file).items()}
+    state = read_state_dict(path)
+    if "state_dict" not in state:
+        raise PdfgcError(f"stage.init_from: {path} is not a pdfgc Lightning checkpoint "
+                         "(no 'state_dict')")
+    return {k: v for k, v in state["state_dict"].items() if k.startswith(LIGHTNING_PREFIX)}
+
+
+def map_init_state(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+                   init_map: Mapping[str, str], appearance_dim: int
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, list[str]],
+                              dict[str, torch.Tensor]]:
+    """What of ``state`` (``nets.<name>.`` keys) loads into networks whose state is ``own``.
+
+    ``init_map`` renames source networks (``{generator0: generator}``). A tensor of another
+    shape is left out (``mismatched``), except a 2-D style projection of a renamed network
+    whose first dimension agrees: it gets the source's first ``appearance_dim`` columns,
+    rescaled for the equalised learning rate's 1 / sqrt(inputs), and keeps its own in the rest
+    (``partial``). Returns the tensors to load, the report (``missing``, ``unexpected``,
+    ``mismatched``, ``partial``) and the source's other columns of each partial tensor.
+    """
+    sub = {}
+    for key, value in state.items():
+        net, rest = key[len(LIGHTNING_PREFIX):].split(".", 1)
+        sub[f"{init_map.get(net, net)}.{rest}"] = value
+    mapped = tuple(f"{net}." for net in init_map.values())
+    mismatched = [k for k, v in sub.items() if k in own and own[k].shape != v.shape]
+    partial = [k for k in mismatched if k.startswith(mapped) and own[k].ndim == 2 == sub[k].ndim
+               and own[k].shape[0] == sub[k].shape[0]]
+    columns = {}
+    for key in partial:
+        rescale = math.sqrt(own[key].shape[1] / sub[key].shape[1])
+        columns[key] = sub[key][:, appearance_dim:]  # (out, source inputs - appearance_dim)
+        sub[key] = torch.cat([sub[key][:, :appearance_dim] * rescale,
+                              own[key][:, appearance_dim:]], dim=1)
+    mismatched = [k for k in mismatched if k not in partial]
+    report = {"missing": [k for k in own if k not in sub],
+              "unexpected": [k for k in sub if k not in own], "mismatched": mismatched,
+              "partial": partial}
+    return {k: v for k, v in sub.items() if k not in mismatched}, report, columns
+
+
+def summarize_keys(keys: Iterable[str]) -> str:
+    """'net (n: a, b, c ...)' per network of dotted parameter names."""
+    by_net: dict[str, list[str]] = {}
+    for key in keys:
+        net, rest = key.split(".", 1)
+        by_net.setdefault(net, []).append(rest)
+    parts = []
+    for net, rest in by_net.items():
+        more = " ..." if len(rest) > SHOWN_KEYS else ""
+        parts.append(f"{net} ({len(rest)}: {', '.join(rest[:SHOWN_KEYS])}{more})")
+    return "; ".join(parts) or "none"

@@ -12,6 +12,11 @@ from torch import nn
 
 from pdfgc.errors import PdfgcError
 
+# the released eye code: dims 2 and 3 are gaze, the others blink (how the heads stage regresses
+# them and how inference switches them)
+GAZE_DIMS = (2, 3)
+BLINK_DIMS = (0, 1, 4, 5)
+
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False)

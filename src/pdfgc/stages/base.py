@@ -1,13 +1,14 @@
 """The LightningModule every training stage shares.
 
-:class:`StageModule` owns what the stages have in common: the networks (``self.nets``, the
-names of ``pdfgc.networks`` so a checkpoint loads through
-:func:`pdfgc.networks.checkpoints.load_networks`), the weighted loss terms of the ``loss``
-config (a term of weight 0 is not built), which parameters train (``freeze`` patterns; fully
+:class:`StageModule` owns what the stages have in common: the networks (``self.nets``, built
+by :func:`pdfgc.networks.build_training_networks` under their names, so a checkpoint loads
+through :func:`pdfgc.networks.checkpoints.load_networks`), the weighted loss terms of the
+``loss`` config (:mod:`pdfgc.losses.registry`; a term of weight 0 is not built), which
+parameters train (``freeze`` patterns; fully
 frozen submodules stay in eval mode), the optimisers (one for the discriminator, one for
 everything else, a parameter group per network) with manual optimisation alternating D then
-G, logging under ``{split}/{kind}/{name}`` keys, image grids for :meth:`log_images`, and
-``init_from``, the earlier stage's checkpoint loaded by name.
+G, logging under ``{split}/{kind}/{name}`` keys, :meth:`log_images`, and ``init_from``, the
+earlier stage's checkpoint loaded by name (:func:`pdfgc.networks.checkpoints.map_init_state`).
 
 A stage subclass only says how a batch is rendered (:meth:`render`) and which loss terms it
 adds up (:meth:`losses`).
@@ -16,101 +17,27 @@ adds up (:meth:`losses`).
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from fnmatch import fnmatch
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import torchvision
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
 from pdfgc.errors import PdfgcError
-from pdfgc.losses import (
-    CodeDecorrelationLoss,
-    DecorrelationLoss,
-    EyeTripletLoss,
-    FeatureMatchingLoss,
-    HingeGANLoss,
-    LandmarkHeatmapLoss,
-    MaskedRegression,
-    MotionConsistencyLoss,
-    ReconstructionLoss,
-    SymmetricInfoNCE,
-    TrunkPerceptualLoss,
-    VGGPerceptualLoss,
-)
-from pdfgc.networks import build_networks
-from pdfgc.networks.checkpoints import LIGHTNING_PREFIX, RELEASED_FILES, read_state_dict
-from pdfgc.outside_weights import default_path
+from pdfgc.losses.registry import ADVERSARIAL_TERMS, build_terms
+from pdfgc.networks import DISCRIMINATOR, build_training_networks
+from pdfgc.networks.checkpoints import map_init_state, read_init_state, summarize_keys
+from pdfgc.stages.callbacks import image_grid
 from pdfgc.stages.distributed import convert_batchnorm, gather
 
 log = logging.getLogger(__name__)
 
 Batch = Mapping[str, torch.Tensor]
-STAGE1_GENERATOR = "generator0"  # stage 1's G0: style [appearance | f_mot]
-DISCRIMINATOR = "discriminator"
-SHOWN_KEYS = 3
-
-# Each loss term: how to build it from the ``loss`` config (options) and the ``model`` config.
-TERMS: dict[str, Callable[[DictConfig, DictConfig], nn.Module]] = {
-    "gan": lambda loss, model: HingeGANLoss(),
-    "feature_matching": lambda loss, model: FeatureMatchingLoss(loss.fm_image_weight),
-    "vgg": lambda loss, model: VGGPerceptualLoss(loss.vgg_weights),
-    "trunk_perceptual": lambda loss, model: TrunkPerceptualLoss(model.motion, loss.trunk_weights),
-    "l1": lambda loss, model: ReconstructionLoss(loss.lpips, loss.lpips_net),
-    "motion": lambda loss, model: MotionConsistencyLoss(loss.motion_kind),
-    "landmarks": lambda loss, model: LandmarkHeatmapLoss(
-        loss.landmark_sigma, loss.landmark_coordinates),
-    "identity": lambda loss, model: nn.CrossEntropyLoss(),
-    "lip": lambda loss, model: SymmetricInfoNCE(loss.temperature, loss.similarity,
-                                                mse_weight=loss.lip_mse),
-    "eye": lambda loss, model: EyeTripletLoss(loss.eye_margin),
-    "blink": lambda loss, model: MaskedRegression(loss.blink_regression),
-    "gaze": lambda loss, model: MaskedRegression(loss.regression),
-    "pose": lambda loss, model: MaskedRegression(loss.regression),
-    "decorrelation": lambda loss, model: DecorrelationLoss(
-        loss.bank_size, model.codes.emotion, model.audio.feature_dim),
-    "pose_decorrelation": lambda loss, model: CodeDecorrelationLoss(),
-}
-ADVERSARIAL_TERMS = ("gan", "feature_matching")  # need the discriminator, from gan_start on
-# a term whose weights file is null, and not in torch hub's cache either, is off
-OPTIONAL_FILES = {"vgg": ("vgg_weights", "vgg19")}
-
-
-def build_stage_networks(model: DictConfig, names: Sequence[str]) -> nn.ModuleDict:
-    """The named networks of ``model``; ``generator0`` is G with style [appearance | f_mot]."""
-    unknown = [n for n in names if n not in model and n != STAGE1_GENERATOR]
-    if unknown:
-        raise PdfgcError(f"stage.networks: unknown network {unknown[0]!r}; choose from "
-                         f"appearance, motion, audio, generator, {STAGE1_GENERATOR}, "
-                         f"{DISCRIMINATOR}")
-    nets = build_networks(model, tuple(n for n in names if n != STAGE1_GENERATOR))
-    if STAGE1_GENERATOR in names:
-        style_dim = model.codes.appearance + model.motion.feature_dim
-        nets[STAGE1_GENERATOR] = instantiate(model.generator, style_dim=style_dim)
-    return nn.ModuleDict({name: nets[name] for name in names})
-
-
-def build_terms(loss: DictConfig, model: DictConfig) -> nn.ModuleDict:
-    """The loss modules of the terms with a positive weight in ``loss``."""
-    terms = {}
-    for name, build in TERMS.items():
-        if loss.get(name, 0) <= 0:
-            continue
-        option, network = OPTIONAL_FILES.get(name, (None, None))
-        if option and loss.get(option) is None and not default_path(network).is_file():
-            log.info("loss term %s is off: loss.%s is null and %s has no %s", name, option,
-                     default_path(network).parent, default_path(network).name)
-            continue
-        terms[name] = build(loss, model)
-    return nn.ModuleDict(terms)
-
 
 def frozen_modules(root: nn.Module) -> list[str]:
     """Names of the outermost submodules whose parameters (one at least) are all frozen."""
@@ -122,48 +49,6 @@ def frozen_modules(root: nn.Module) -> list[str]:
         if params and not any(p.requires_grad for p in params):
             names.append(name)
     return names
-
-
-def read_init_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The ``nets.<name>.`` tensors of a pdfgc ``.ckpt`` or of a released weights folder."""
-    path = Path(path)
-    if not path.exists():
-        raise PdfgcError(f"stage.init_from: {path} not found; train the earlier stage first "
-                         "(same run_group) or set stage.init_from=null")
-    if path.is_dir():
-        return {f"{LIGHTNING_PREFIX}{name}.{key}": value
-                for name, file in RELEASED_FILES.items() if (path / file).is_file()
-                for key, value in read_state_dict(path / file).items()}
-    state = read_state_dict(path)
-    if "state_dict" not in state:
-        raise PdfgcError(f"stage.init_from: {path} is not a pdfgc Lightning checkpoint "
-                         "(no 'state_dict')")
-    return {k: v for k, v in state["state_dict"].items() if k.startswith(LIGHTNING_PREFIX)}
-
-
-def summarize_keys(keys: Sequence[str]) -> str:
-    """'net (n tensors: a, b, c ...)' per network of dotted parameter names."""
-    by_net: dict[str, list[str]] = {}
-    for key in keys:
-        net, rest = key.split(".", 1)
-        by_net.setdefault(net, []).append(rest)
-    parts = []
-    for net, rest in by_net.items():
-        more = " ..." if len(rest) > SHOWN_KEYS else ""
-        parts.append(f"{net} ({len(rest)}: {', '.join(rest[:SHOWN_KEYS])}{more})")
-    return "; ".join(parts) or "none"
-
-
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] images -> [0, 1], float32 on the CPU."""
-    return ((images.detach().float().cpu() + 1) / 2).clamp(0, 1)
-
-
-def image_grid(columns: Sequence[torch.Tensor]) -> torch.Tensor:
-    """One row per sample, one column per (N, 3, H, W) tensor in [-1, 1] -> (3, H', W')."""
-    tiles = torch.stack([to_unit(c) for c in columns], dim=1)  # (N, columns, 3, H, W)
-    return torchvision.utils.make_grid(tiles.flatten(0, 1), nrow=len(columns), padding=2,
-                                       pad_value=1.0)
 
 
 class StageModule(pl.LightningModule):
@@ -207,7 +92,7 @@ class StageModule(pl.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.stage_name = name
-        self.nets = build_stage_networks(model, list(networks))
+        self.nets = build_training_networks(model, list(networks))
         self.terms = build_terms(loss, model)
         if not self.terms:
             raise PdfgcError(f"stage {name}: no loss term has a positive weight")
@@ -262,28 +147,11 @@ class StageModule(pl.LightningModule):
     def load_init(self, path: str, init_map: Mapping[str, str]) -> dict[str, list[str]]:
         """Load the networks of ``path`` by name (strict=False), ``init_map`` renaming some
         (see the class docstring), and log what did not match."""
-        state = read_init_state(path)
         own = self.nets.state_dict()
-        sub = {}
-        for key, value in state.items():
-            net, rest = key[len(LIGHTNING_PREFIX):].split(".", 1)
-            sub[f"{init_map.get(net, net)}.{rest}"] = value
-        mapped = tuple(f"{net}." for net in init_map.values())
-        mismatched = [k for k, v in sub.items() if k in own and own[k].shape != v.shape]
-        partial = [k for k in mismatched if k.startswith(mapped) and own[k].ndim == 2 == sub[k].ndim
-                   and own[k].shape[0] == sub[k].shape[0]]
-        columns = self.appearance_dim  # only the appearance columns (see the class docstring)
-        for key in partial:
-            # an equalised-lr projection scales its weight by 1 / sqrt(inputs) at run time
-            rescale = math.sqrt(own[key].shape[1] / sub[key].shape[1])
-            self.init_columns[key] = sub[key][:, columns:]  # (out, source inputs - columns)
-            sub[key] = torch.cat([sub[key][:, :columns] * rescale, own[key][:, columns:]], dim=1)
-        mismatched = [k for k in mismatched if k not in partial]
-        self.nets.load_state_dict({k: v for k, v in sub.items() if k not in mismatched},
-                                  strict=False)
-        report = {"missing": [k for k in own if k not in sub],
-                  "unexpected": [k for k in sub if k not in own], "mismatched": mismatched,
-                  "partial": partial}
+        sub, report, self.init_columns = map_init_state(own, read_init_state(path), init_map,
+                                                        self.appearance_dim)
+        self.nets.load_state_dict(sub, strict=False)
+        mismatched, partial = report["mismatched"], report["partial"]
         incomplete = {k.split(".", 1)[0] for k in report["missing"] + mismatched + partial}
         loaded = sorted({k.split(".", 1)[0] for k in sub if k in own} - incomplete)
         renamed = "".join(f" ({net} from {source})" for source, net in init_map.items())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,25 @@ import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torchvision
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 
-from pdfgc.media import atomic_path
-from pdfgc.networks.checkpoints import atomic_save
+from pdfgc.io import append_jsonl, atomic_path, atomic_save
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images -> [0, 1], float32 on the CPU."""
+    return ((images.detach().float().cpu() + 1) / 2).clamp(0, 1)
+
+
+def image_grid(columns: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One row per sample, one column per (N, 3, H, W) tensor in [-1, 1] -> (3, H', W')."""
+    tiles = torch.stack([to_unit(c) for c in columns], dim=1)  # (N, columns, 3, H, W)
+    return torchvision.utils.make_grid(tiles.flatten(0, 1), nrow=len(columns), padding=2,
+                                       pad_value=1.0)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -98,10 +111,8 @@ class BatchRecord(pl.Callback):
         if self.path is None:
             return
         ids = {k: batch[k].tolist() for k in ("clip", "frame", "identity")}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": trainer.global_step, "epoch": trainer.current_epoch,
-                                **ids}) + "\n")
+        append_jsonl(self.path, {"step": trainer.global_step, "epoch": trainer.current_epoch,
+                                 **ids})
 
 
 class ImageLogger(pl.Callback):

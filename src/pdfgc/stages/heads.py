@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from pdfgc.errors import PdfgcError
+from pdfgc.networks.motion import BLINK_DIMS, GAZE_DIMS
 from pdfgc.stages.base import Batch, StageModule
 
 
@@ -33,7 +34,7 @@ class HeadsStage(StageModule):
     swappable = ("mouth", "emotion", "eye", "pose")
 
     def __init__(self, *args, pose_scale: Sequence[float] = (1 / 30,) * 3 + (1.0,) * 3,
-                 blink_dims: Sequence[int] = (0, 1, 4, 5), gaze_dims: Sequence[int] = (2, 3),
+                 blink_dims: Sequence[int] = BLINK_DIMS, gaze_dims: Sequence[int] = GAZE_DIMS,
                  **kwargs):
         super().__init__(*args, **kwargs)
         self.register_buffer("pose_scale", torch.tensor(list(pose_scale)), persistent=False)

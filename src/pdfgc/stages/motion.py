@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from pdfgc.losses.perceptual import check_choice
-from pdfgc.stages.base import STAGE1_GENERATOR, Batch, StageModule
+from pdfgc.errors import check_choice
+from pdfgc.networks import STAGE1_GENERATOR
+from pdfgc.stages.base import Batch, StageModule
 
 # motion_input -> (the image f_mot is built from, the other copy the motion term compares)
 MOTION_INPUTS = {"augmented": ("target_motion", "target_motion2"),

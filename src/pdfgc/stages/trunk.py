@@ -3,7 +3,7 @@
 The released motion encoder starts from a pretrained face-alignment network; this stage is
 its stand-in: the trunk's heatmaps (hourglass and heatmap layers) learn the data's
 landmarks, with no generator and no appearance encoder, one trunk pass a step. Stage 1
-then starts from it with the trunk frozen (``conf/experiment_stage/demo_motion.yaml``),
+then starts from it with the trunk frozen (``conf/experiment/demo/motion.yaml``),
 as the authors' earlier training code froze its pretrained FAN.
 """
 

@@ -1,10 +1,11 @@
 """Align a clip's frames as PC-AVS did: a similarity transform to a face template.
 
-The template puts the mean eye centres at (87, 59) and (137, 59) and the inner-mouth centre at
-(112, 120) of a 224 image (scaled for other sizes). Scale and rotation are the clip's median,
-so head roll stays visible (it is part of the pose); the translation is fitted per frame and
-smoothed over time, so the face stays centred without jitter. Transforms are (N, 2, 3) affine
-matrices mapping source pixels to output pixels, as ``cv2.warpAffine`` takes them.
+The template (:data:`pdfgc.face.geometry.TEMPLATE`) puts the mean eye centres at (87, 59) and
+(137, 59) and the inner-mouth centre at (112, 120) of a 224 image (scaled for other sizes).
+Scale and rotation are the clip's median, so head roll stays visible (it is part of the pose);
+the translation is fitted per frame and smoothed over time, so the face stays centred without
+jitter. Transforms are (N, 2, 3) affine matrices mapping source pixels to output pixels, as
+``cv2.warpAffine`` takes them.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pdfgc.data.preprocess.landmarks import INNER_MOUTH, LEFT_EYE, RIGHT_EYE, smooth
+from pdfgc.face.geometry import TEMPLATE
+from pdfgc.face.landmarks import INNER_MOUTH, LEFT_EYE, RIGHT_EYE, smooth
 from pdfgc.features import OFFICIAL_SIZE
-
-TEMPLATE = np.array([[87.0, 59.0], [137.0, 59.0], [112.0, 120.0]])  # of a 224 image
 
 
 def anchors(marks: np.ndarray) -> np.ndarray:

@@ -13,7 +13,6 @@ step joins every finished shard into ``manifest.jsonl`` and ``rejected.jsonl``.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import multiprocessing
 import re
@@ -37,7 +36,8 @@ from pdfgc.data.preprocess.align import (
     warp_frames,
 )
 from pdfgc.data.preprocess.labels import clip_labels
-from pdfgc.data.preprocess.landmarks import (
+from pdfgc.errors import PdfgcError, check_choice
+from pdfgc.face.landmarks import (
     DETECTORS,
     NUM_LANDMARKS,
     FrameFaces,
@@ -48,9 +48,9 @@ from pdfgc.data.preprocess.landmarks import (
     keyframes,
     smooth,
 )
-from pdfgc.errors import PdfgcError
 from pdfgc.features import FPS, SAMPLE_RATE
-from pdfgc.media import FrameSource, VideoWriter, atomic_path, load_audio
+from pdfgc.io import read_jsonl, save_config, write_jsonl
+from pdfgc.media import FrameSource, VideoWriter, load_audio
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,7 @@ def run(cfg: DictConfig) -> None:
         return
     jobs = plan(cfg)[cfg.shard :: cfg.num_shards]
     tag = f"{cfg.split}.shard-{cfg.shard}-of-{cfg.num_shards}"
-    with atomic_path(output / f"config.{tag}.yaml") as tmp:
-        OmegaConf.save(cfg, tmp, resolve=True)
+    save_config(cfg, output / f"config.{tag}.yaml")
     opts = ClipOptions.from_config(cfg)
     rejected_path = output / f"rejected.{tag}.jsonl"
     records, rejected, todo = _resume(jobs, output, opts, rejected_path, cfg.retry_rejected)
@@ -140,10 +139,10 @@ def run(cfg: DictConfig) -> None:
         bar.update()
         bar.set_postfix(kept=len(records), rejected=len(rejected))
         if bar.n % FLUSH_EVERY == 0:
-            _write_jsonl(rejected_path, [asdict(r) for r in rejected])
+            write_jsonl(rejected_path, _by_clip(rejected))
     bar.close()
-    _write_jsonl(rejected_path, [asdict(r) for r in rejected])
-    _write_jsonl(output / f"manifest.{tag}.jsonl", [asdict(r) for r in records])
+    write_jsonl(rejected_path, _by_clip(rejected))
+    write_jsonl(output / f"manifest.{tag}.jsonl", _by_clip(records))
     log.info("%s: %d clips kept, %d rejected (%s)", tag, len(records), len(rejected),
              _reason_counts(rejected))
     if cfg.merge == "auto" and cfg.num_shards == 1:
@@ -155,11 +154,11 @@ def _check_config(cfg: DictConfig) -> None:
     for key in ("output",) if cfg.merge is True else ("input", "output"):
         if not cfg[key]:
             raise PdfgcError(f"{key}=... is required (a folder)")
+    check_choice("backend", cfg.backend, DETECTORS)
+    check_choice("layout", cfg.layout, LAYOUTS)
+    check_choice("split", cfg.split, SPLITS)
+    check_choice("merge", cfg.merge, ("auto", True, False))
     checks = {
-        "backend": cfg.backend in DETECTORS,
-        "layout": cfg.layout in LAYOUTS,
-        "split": cfg.split in SPLITS,
-        "merge": cfg.merge in ("auto", True, False),
         "num_shards": cfg.num_shards >= 1,
         "shard": 0 <= cfg.shard < cfg.num_shards,
         "val_fraction": 0 <= cfg.val_fraction < 1,
@@ -230,7 +229,7 @@ def _resume(jobs: list[ClipJob], output: Path, opts: ClipOptions, rejected_path:
     """Split a shard's jobs into clips done before, clips rejected before (kept unless
     ``retry_rejected``) and the jobs still to do."""
     before = {} if retry_rejected or not rejected_path.is_file() else {
-        row["clip"]: Rejection(**row) for row in _read_jsonl(rejected_path)}
+        row["clip"]: Rejection(**row) for row in read_jsonl(rejected_path)}
     records, rejected, todo = [], [], []
     for job in jobs:
         video, labels = clip_paths(output, job.clip)
@@ -402,7 +401,7 @@ def merge(output: Path) -> list[ClipRecord]:
             raise PdfgcError(f"{output}: {num - len(group['manifest'])} of {num} shards "
                              f"(split={split}) have not finished; run them before merging")
         for path in group["manifest"]:
-            for row in _read_jsonl(path):
+            for row in read_jsonl(path):
                 record = ClipRecord(**row)
                 if record.clip in owner:
                     raise PdfgcError(f"{path}: clip {record.clip} is also in {owner[record.clip]}"
@@ -410,9 +409,9 @@ def merge(output: Path) -> list[ClipRecord]:
                 owner[record.clip] = path.name
                 records.append(record)
     rejected = [Rejection(**row) for group in groups.values()
-                for path in group["rejected"] for row in _read_jsonl(path)]
+                for path in group["rejected"] for row in read_jsonl(path)]
     write_manifest(output, records)
-    _write_jsonl(Path(output) / "rejected.jsonl", [asdict(r) for r in rejected])
+    write_jsonl(Path(output) / "rejected.jsonl", _by_clip(rejected))
     log.info("%s: manifest of %d clips, %d rejected (%s)", output, len(records), len(rejected),
              _reason_counts(rejected))
     return records
@@ -423,15 +422,6 @@ def _reason_counts(rejected: list[Rejection]) -> str:
     return ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items())) or "none"
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    """Rows as JSON lines sorted by clip, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(row) + "\n"
-                               for row in sorted(rows, key=lambda row: row["clip"])))
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as err:
-        raise PdfgcError(f"{path}: not JSON lines ({err})") from None
+def _by_clip(items: list[ClipRecord] | list[Rejection]) -> list[dict]:
+    """Records or rejections as JSON-lines rows, sorted by clip."""
+    return [asdict(item) for item in sorted(items, key=lambda item: item.clip)]

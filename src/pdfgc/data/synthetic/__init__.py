@@ -4,7 +4,7 @@
 audio, label files with the true factors) and a contact sheet; see ``generate``.
 """
 
-from pdfgc.data.synthetic.face import NUM_LANDMARKS, eye_boxes, render_frame
+from pdfgc.data.synthetic.face import NUM_LANDMARKS, render_frame
 from pdfgc.data.synthetic.factors import (
     EMOTIONS,
     FACTOR_NAMES,
@@ -28,7 +28,6 @@ __all__ = [
     "NUM_LANDMARKS",
     "contact_sheet",
     "ensure_dataset",
-    "eye_boxes",
     "generate_dataset",
     "make_identity",
     "mouth_from_audio",

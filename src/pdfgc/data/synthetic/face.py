@@ -18,9 +18,10 @@ import cv2
 import numpy as np
 
 from pdfgc.data.synthetic.factors import EMOTIONS, Identity, neutral_factors
+from pdfgc.face.geometry import TEMPLATE
 
 CANONICAL = 224
-ORIGIN = np.array([112.0, 59.0])  # eye midpoint in the 224 image
+ORIGIN = TEMPLATE[:2].mean(axis=0)  # eye midpoint in the 224 image: (112, 59)
 FACE_UNIT = 100.0  # canonical pixels per unit of tx, ty
 PIVOT = np.array([0.0, 30.0, -25.0])  # rotation centre: inside the head, behind the nose
 CAMERA = 1500.0  # camera distance (perspective strength)
@@ -84,23 +85,6 @@ def render_frame(identity: Identity, factors: Mapping[str, float] | None = None,
     _draw(canvas, drawn, identity, scale, image_size)
     image = cv2.resize(canvas, (image_size, image_size), interpolation=cv2.INTER_AREA)
     return _shade(image, drawn["skin"]), drawn["landmarks"].astype(np.float32)
-
-
-def eye_boxes(landmarks: np.ndarray) -> np.ndarray:
-    """Eye boxes (..., 2, 4) x0, y0, x1, y1 of landmarks (..., K, 2): image-left eye (36-41)
-    then image-right eye (42-47). A box is 1.5 x 1.0 times the eye's corner-to-corner
-    distance ``w``, but at most 0.9 x 0.5 times the distance ``d`` between the two eyes'
-    corner midpoints (so the boxes of large eyes stay apart; a human face has w = 0.48 d),
-    centred 0.05 ``w`` above its corners' midpoint. Only the corners count, so a blink does
-    not change the boxes."""
-    corners = np.stack([landmarks[..., [first, first + 3], :] for first in (36, 42)],
-                       axis=-3)  # (..., eye, corner, 2)
-    centres = corners.mean(axis=-2)  # (..., 2, 2)
-    width = np.linalg.norm(corners[..., 1, :] - corners[..., 0, :], axis=-1)[..., None]
-    distance = np.linalg.norm(centres[..., 1, :] - centres[..., 0, :], axis=-1)[..., None, None]
-    centres = centres - width * np.array([0.0, 0.05])
-    half = np.minimum(width * np.array([0.75, 0.5]), distance * np.array([0.45, 0.25]))
-    return np.concatenate([centres - half, centres + half], axis=-1).astype(np.float32)
 
 
 def supersampling(image_size: int) -> int:

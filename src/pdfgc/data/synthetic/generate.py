@@ -30,7 +30,7 @@ from pdfgc.data.manifest import (
     write_labels,
     write_manifest,
 )
-from pdfgc.data.synthetic.face import eye_boxes, render_frame
+from pdfgc.data.synthetic.face import render_frame
 from pdfgc.data.synthetic.factors import (
     EMOTIONS,
     FACTOR_NAMES,
@@ -43,8 +43,10 @@ from pdfgc.data.synthetic.factors import (
 )
 from pdfgc.data.synthetic.speech import mouth_from_audio, synthesize_speech
 from pdfgc.errors import PdfgcError
+from pdfgc.face.geometry import eye_boxes
 from pdfgc.features import FPS, SAMPLE_RATE, mel_spectrogram, normalize_rms
-from pdfgc.media import FrameSource, VideoWriter, atomic_path
+from pdfgc.io import atomic_path
+from pdfgc.media import FrameSource, VideoWriter
 
 GENERATION_FILE = "generation.json"
 FORMAT_VERSION = 3  # bump when the files change, so stored datasets are regenerated
@@ -311,3 +313,14 @@ def _sheet_cell(root: Path, record: ClipRecord, pick: str) -> np.ndarray:
         cv2.putText(caption, text, (3, 11 + 13 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.36,
                     (20, 20, 20), 1, cv2.LINE_AA)
     return np.concatenate([image, caption])
+
+
+def dataset_identities(root: Path) -> tuple[list[Identity], int]:
+    """The identities of a synthetic dataset and its frame size, from its ``generation.json``."""
+    path = root / GENERATION_FILE
+    try:
+        settings = json.loads(path.read_text())
+        return ([make_identity(i, settings["seed"]) for i in range(settings["num_identities"])],
+                settings["image_size"])
+    except (OSError, json.JSONDecodeError, KeyError) as err:
+        raise PdfgcError(f"{path}: unreadable synthetic-data settings ({err})") from None

@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from pdfgc.errors import PdfgcError
+from pdfgc.io import atomic_save
 from pdfgc.losses.landmarks import gaussian_heatmaps
 from pdfgc.networks import build_networks
-from pdfgc.networks.checkpoints import (
-    RELEASED_FILES,
-    atomic_save,
-    load_networks,
-    save_released,
-)
+from pdfgc.networks.checkpoints import RELEASED_FILES, load_networks, save_released
 from pdfgc.networks.layers import Blur, ModulatedConv2d, Upsample, make_blur_kernel, upfirdn2d
 from pdfgc.networks.motion import FAN, soft_argmax
 
-from conftest import model_config
+from conftest import ROOT, model_config
 
-KEYS_JSON = Path(__file__).parent / "data" / "official_checkpoint_keys.json"
+KEYS_JSON = ROOT / "tests" / "data" / "official_checkpoint_keys.json"
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +227,7 @@ def test_appearance_trunk_stride_is_configurable_without_changing_parameters(dow
 def test_appearance_trunk_rejects_other_strides():
     cfg = model_config("tiny")
     cfg.appearance.downsample = 4
-    with pytest.raises(PdfgcError, match="downsample must be one of"):
+    with pytest.raises(PdfgcError, match="model.appearance.downsample=4: expected one of"):
         build_networks(cfg, names=("appearance",))
 
 

@@ -1,5 +1,6 @@
-"""Training: every stage on tiny synthetic data, the motion -> heads -> expression hand-off,
-frozen weights, resume, atomic checkpoints, DDP on CPU, sweeps and the experiment files.
+"""Training (``train.py`` and the stages): every stage on tiny synthetic data, the motion ->
+heads -> expression hand-off, frozen weights, resume, atomic checkpoints, DDP on CPU, sweeps
+and the experiment files.
 
 The configs are the real ones (``conf/train.yaml``), composed with tiny budgets; the data is
 the real ``data=synthetic`` DataModule on a very small generated dataset.
@@ -27,17 +28,17 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from pdfgc.errors import PdfgcError
 from pdfgc.inference.model import TalkingHeadModel
+from pdfgc.io import read_state_dict
 from pdfgc.networks import build_networks
-from pdfgc.networks.checkpoints import load_networks, read_state_dict, save_released
+from pdfgc.networks.checkpoints import load_networks, save_released
 from pdfgc.networks.layers import EqualLinear
 from pdfgc.stages.base import frozen_modules
 from pdfgc.stages.callbacks import AtomicCheckpointIO
 from pdfgc.stages.expression import fit_code_map, map_code_columns
 from pdfgc.train import build_logger, build_module, train, wandb_offline
 
-from conftest import model_config
+from conftest import ROOT, model_config
 
-ROOT = Path(__file__).resolve().parents[1]
 CHAIN = ("motion", "heads", "expression")
 DEMO_CHAIN = ("trunk", *CHAIN)  # experiment=demo starts stage 1 from the trunk stage
 CHAINS = {"demo": DEMO_CHAIN}  # an experiment's stages, in order (default: CHAIN)
@@ -45,6 +46,8 @@ CHAINS = {"demo": DEMO_CHAIN}  # an experiment's stages, in order (default: CHAI
 TRUNK = ("conv1", "bn1", "conv2", "conv3", "conv4", "m0", "top_m_0", "conv_last0", "bn_end0",
          "l0")
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+STAGES = sorted(p.stem for p in (ROOT / "conf" / "stage").glob("*.yaml")  # not _base_
+                if not p.stem.startswith("_"))
 DATA = [  # 4 identities (2 train) x 1 clip of 1 s; 8 training samples an epoch
     "data=synthetic", "data.generate.num_identities=4", "data.generate.clips_per_identity=1",
     "data.generate.val_identities=1", "data.generate.test_identities=1",
@@ -505,6 +508,37 @@ def test_configs_for_scale_logging_and_clusters(tmp_path, data_dir, monkeypatch)
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 1)
 
 
+def test_every_stage_takes_its_optimiser_from_the_base_and_its_loss_from_the_loss_group():
+    conf = ROOT / "conf"
+    base = OmegaConf.load(conf / "stage" / "_base_.yaml").stage
+    assert not (conf / "experiment_stage").exists()
+    for stage in STAGES:  # each stage file: the base, its loss, then only what differs
+        own = OmegaConf.load(conf / "stage" / f"{stage}.yaml")
+        assert list(own.defaults) == ["_base_", {"/loss": stage}, "_self_"]
+        assert not {"optimizer", "scheduler"} & set(own.stage) and "loss" not in own
+        assert (conf / "loss" / f"{stage}.yaml").is_file()
+    with initialize_config_dir(config_dir=str(conf), version_base=None):
+        for stage in STAGES:
+            for experiment in [None, *EXPERIMENTS]:
+                chosen = [f"stage={stage}"] + ([f"experiment={experiment}"] if experiment else [])
+                cfg = compose("train", overrides=chosen, return_hydra_config=True)
+                files = [conf / "experiment" / f"{experiment}.yaml",
+                         conf / "experiment" / f"{experiment}" / f"{stage}.yaml"]
+                changes = [OmegaConf.load(f).get("stage", {}).get("optimizer", {})
+                           for f in files if experiment and f.is_file()]
+                assert cfg.stage.optimizer == OmegaConf.merge(base.optimizer, *changes)
+                assert cfg.stage.scheduler == base.scheduler
+                assert cfg.hydra.runtime.choices.loss == stage
+                assert cfg.hydra.runtime.choices["experiment@_global_"] == f"{experiment}/{stage}"
+                assert compose("train", overrides=[*chosen, "stage.optimizer.lr=0.5"]
+                               ).stage.optimizer.lr == 0.5
+        # loss is a group: a value changes one term, a choice replaces the stage's loss
+        assert compose("train", overrides=["stage=motion", "loss.l1=2"]).loss.l1 == 2
+        swapped = compose("train", overrides=["stage=motion", "loss=identity"])
+        assert OmegaConf.to_container(swapped.loss) == {"identity": 1.0}
+        assert swapped.stage.name == "motion"
+
+
 def test_tensorboard_and_offline_wandb_get_scalars_and_images(tmp_path, data_dir,
                                                              monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")  # whatever this machine's login
@@ -756,7 +790,7 @@ def test_two_processes_with_batch_b_train_as_one_process_with_batch_2b(tmp_path,
             "trainer.limit_val_batches=0", "callbacks.image_logger.every_n_steps=0",
             "+callbacks.probe._target_=ddp_probe.FirstStepProbe", f"+callbacks.probe.path={probe}",
             *overrides)
-        command["env"]["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"),
+        command["env"]["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "stages"),
                                                         os.environ.get("PYTHONPATH", "")])
         result = subprocess.run(**command, capture_output=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]

@@ -25,8 +25,10 @@ from pdfgc.data.synthetic import FACTOR_NAMES, generate_dataset, make_identity, 
 from pdfgc.data.synthetic.factors import EMOTIONS
 from pdfgc.errors import PdfgcError
 from pdfgc.evaluate import run
+from pdfgc.face.landmarks import MOUTH
 from pdfgc.features import prepare_image
 from pdfgc.inference.model import TalkingHeadModel
+from pdfgc.io import atomic_save
 from pdfgc.metrics import tabulate
 from pdfgc.metrics.disentanglement import (
     CODE_GROUPS,
@@ -39,7 +41,7 @@ from pdfgc.metrics.disentanglement import (
 )
 from pdfgc.metrics.fid import FID, uint8_images
 from pdfgc.metrics.identity import DlibEmbedder, cosine
-from pdfgc.metrics.landmarks import MOUTH, detect_landmarks, detection_images, landmark_distance
+from pdfgc.metrics.landmarks import detect_landmarks, detection_images, landmark_distance
 from pdfgc.metrics.lpips import LPIPS
 from pdfgc.metrics.oracle import FactorOracle, OracleControl, random_frames, train_oracle
 from pdfgc.metrics.psnr_ssim import PSNR, SSIM
@@ -54,12 +56,11 @@ from pdfgc.metrics.render import EvalRenderer, partner_indices
 from pdfgc.metrics.syncnet import SyncNet, SyncNetScorer, load_syncnet, mfcc, sync_score
 from pdfgc.metrics.transfer import GROUPS, GroundTruth, Transfer, gaussian_blur
 from pdfgc.networks import build_networks
-from pdfgc.networks.checkpoints import RELEASED_FILES, atomic_save, save_released
+from pdfgc.networks.checkpoints import RELEASED_FILES, save_released
 from pdfgc.samples import portrait
 
-from conftest import model_config
+from conftest import ROOT, model_config
 
-ROOT = Path(__file__).resolve().parents[1]
 ALL_METRICS = ["blink", "csim", "disentanglement", "fid", "lmd", "lpips", "lse", "oracle",
                "own_sync", "pose", "psnr", "ssim", "transfer"]
 DATA = {"num_identities": 4, "clips_per_identity": 2, "seconds": 1.0, "image_size": 64,
@@ -115,8 +116,8 @@ def test_registry_lists_every_metric_and_rejects_unknown_names(tmp_path):
     assert list_metrics() == ALL_METRICS
     with pytest.raises(PdfgcError) as err:
         metric_class("fdi")
-    assert "unknown metric 'fdi'" in str(err.value) and "\n" not in str(err.value)
-    with pytest.raises(PdfgcError, match="unknown metric"):
+    assert "metric='fdi': expected one of" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(PdfgcError, match="metric='nope': expected one of"):
         build_metrics(["psnr", "nope"], context(tmp_path))
 
 
@@ -701,7 +702,7 @@ def test_evaluate_py_end_to_end_on_released_tiny_weights(tiny_data, tiny_weights
                           f"hydra.run.dir={tmp_path / 'bad'}"],
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
-        "error: unknown metric 'fdi'")
+        "error: metric='fdi': expected one of")
 
 
 # ----------------------------------------------------------------------------- tabulate

@@ -1,5 +1,5 @@
-"""68-point facial landmarks of video frames: three backends behind one interface, and the
-helpers that turn sparse per-frame detections into a smooth track.
+"""68-point facial landmarks of video frames: the layout's parts, three backends behind one
+interface, and the helpers that turn sparse per-frame detections into a smooth track.
 
 Landmarks follow the iBUG 68-point layout, (x, y) in pixels of the frames given. Backends:
 
@@ -21,12 +21,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pdfgc.errors import PdfgcError
+from pdfgc.errors import PdfgcError, check_choice
 from pdfgc.outside_weights import REGISTER, locate
 
 NUM_LANDMARKS = 68
 RIGHT_EYE = slice(36, 42)  # the subject's right eye, on the image left
 LEFT_EYE = slice(42, 48)  # the subject's left eye, on the image right
+MOUTH = slice(48, 68)  # outer and inner lips
 INNER_MOUTH = slice(60, 68)
 SECOND_FACE_RATIO = 0.5  # another face counts when its box side is at least half the main one's
 
@@ -184,9 +185,7 @@ DETECTORS = {"face_alignment": FaceAlignmentDetector, "dlib": DlibDetector,
 
 def build_detector(backend: str, **options) -> LandmarkDetector:
     """The detector of ``backend`` (a key of :data:`DETECTORS`) with its options."""
-    if backend not in DETECTORS:
-        raise PdfgcError(f"backend={backend}: unknown; choose one of {', '.join(DETECTORS)}")
-    return DETECTORS[backend](**options)
+    return DETECTORS[check_choice("backend", backend, DETECTORS)](**options)
 
 
 def keyframes(n: int, every: int) -> np.ndarray:

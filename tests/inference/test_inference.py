@@ -13,10 +13,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from pdfgc.errors import PdfgcError
 from pdfgc.features import SAMPLE_RATE
+from pdfgc.inference import model as inference_model
 from pdfgc.inference import pipeline
 from pdfgc.inference.model import (
     DEFAULT_EMOTION_WINDOW,
@@ -35,9 +37,7 @@ from pdfgc.media import probe_video, write_wav
 from pdfgc.networks import build_networks
 from pdfgc.networks.checkpoints import RELEASED_FILES, save_released
 
-from conftest import expected_frames, model_config, save_run_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, expected_frames, model_config, save_run_checkpoint
 
 
 def infer(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -248,12 +248,32 @@ def test_infer_writes_synced_mp4_with_audio_and_config(sample_dir, tmp_path):
     assert len(configs) == 1 and "driver_policy: loop" in configs[0].read_text()
 
 
-def test_panel_and_controls(sample_dir, tmp_path):
-    out = tmp_path / "panel.mp4"
-    result = infer(*sample_args(sample_dir, out, "panel=true", "controls.all=false",
-                                "driver_policy=pingpong", "batch_size=3"), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert (probe_video(out)["width"], probe_video(out)["height"]) == (5 * 64, 64)
+def rendered_motion(monkeypatch, tmp_path: Path, *overrides: str) -> list[torch.Tensor]:
+    """The motion codes of every frame ``infer.py <overrides>`` rendered, run in this process
+    with the render spied on, one (N, motion) tensor per output video."""
+    seen: dict[int, list[torch.Tensor]] = {}
+    original = TalkingHeadModel.render_frames
+
+    def spy(model, appearance, motion_codes, chunk):
+        seen[len(seen)] = [motion_codes]
+        return original(model, appearance, motion_codes, chunk)
+
+    monkeypatch.setattr(TalkingHeadModel, "render_frames", spy)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        cfg = compose("infer", overrides=["model=tiny", "progress=false",
+                                          f"paths.output_dir={tmp_path}", *overrides])
+    pipeline.run(cfg)
+    return [torch.cat(codes) for codes in seen.values()]
+
+
+def test_panel_and_controls(sample_dir, tmp_path, monkeypatch):
+    on, off = (rendered_motion(monkeypatch, tmp_path, *sample_args(
+        sample_dir, tmp_path / f"{name}.mp4", "panel=true", f"controls.all={name == 'on'}",
+        "driver_policy=pingpong", "batch_size=3"))[0] for name in ("on", "off"))
+    assert (probe_video(tmp_path / "off.mp4")["width"],
+            probe_video(tmp_path / "off.mp4")["height"]) == (5 * 64, 64)
+    assert on.abs().amax(dim=1).min() > 0  # every frame carries codes
+    assert torch.count_nonzero(off) == 0  # controls.all=false switched every code off
 
 
 def test_silent_audio_is_valid(sample_dir, tmp_path):
@@ -282,13 +302,18 @@ def test_batch_mode_is_resumable_and_relative_to_the_jobs_file(sample_dir, tmp_p
     assert done.stat().st_mtime_ns == stamp and (tmp_path / "batch" / "1.mp4").exists()
 
 
-def test_csv_jobs(sample_dir, tmp_path):
+def test_csv_jobs(sample_dir, tmp_path, monkeypatch):
     jobs = tmp_path / "jobs.csv"
+    speech, face = sample_dir / "speech.wav", sample_dir / "portrait.png"
     jobs.write_text("audio,appearance,output,pose,mouth\n"
-                    f"{sample_dir / 'speech.wav'},{sample_dir / 'portrait.png'},c.mp4,,false\n")
-    result = infer(f"weights={sample_dir / 'weights'}", f"jobs={jobs}", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "c.mp4").exists()
+                    f"{speech},{face},silent.mp4,,false\n{speech},{face},speaking.mp4,,true\n")
+    silent, speaking = rendered_motion(monkeypatch, tmp_path, f"weights={sample_dir / 'weights'}",
+                                       f"jobs={jobs}")
+    assert (tmp_path / "silent.mp4").is_file() and (tmp_path / "speaking.mp4").is_file()
+    mouth = model_config("tiny").codes.mouth  # the mouth code leads (mouth, emotion, eye, pose)
+    assert torch.count_nonzero(silent[:, :mouth]) == 0  # the mouth=false column
+    assert torch.count_nonzero(speaking[:, :mouth]) > 0
+    assert torch.equal(silent[:, mouth:], speaking[:, mouth:])  # nothing else changed
 
 
 def _bad_inputs(sample: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
@@ -371,11 +396,12 @@ def test_grayscale_and_rgba_portraits(sample_dir, tmp_path, kind):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_on_a_cpu_without_it_warns_and_names_fp32(monkeypatch, caplog, native):
-    monkeypatch.setattr(pipeline, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(inference_model, "cpu_has_native_bf16", lambda: native)
     model = TalkingHeadModel(build_networks(model_config("tiny")))
     cfg = OmegaConf.create({"batch_size": 2, "precision": "bf16", "device": "cpu"})
-    with caplog.at_level(logging.WARNING, logger=pipeline.__name__):
+    with caplog.at_level(logging.WARNING, logger=inference_model.__name__):
         pipeline.Renderer(cfg, model)
+    assert model.precision == "bf16"
     warned = [r.getMessage() for r in caplog.records if "bf16" in r.getMessage()]
     assert len(warned) == (0 if native else 1)
     assert native or "use precision=fp32" in warned[0]

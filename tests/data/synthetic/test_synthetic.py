@@ -15,7 +15,6 @@ from pdfgc.data.synthetic import (
     NUM_LANDMARKS,
     contact_sheet,
     ensure_dataset,
-    eye_boxes,
     generate_dataset,
     make_identity,
     mouth_from_audio,
@@ -35,6 +34,7 @@ from pdfgc.data.synthetic.factors import (
 )
 from pdfgc.data.synthetic.speech import synthesize_speech, vowel_sound
 from pdfgc.errors import PdfgcError
+from pdfgc.face.geometry import eye_boxes
 from pdfgc.features import SAMPLE_RATE
 from pdfgc.media import FrameSource, probe_video
 

@@ -32,7 +32,8 @@ from pdfgc.features import FPS, SAMPLE_RATE, prepare_image
 from pdfgc.features.image import crop_points
 from pdfgc.media import VideoWriter
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 SIZE = 64  # stored frame side
 FRAMES = 20
 K = 5
@@ -238,7 +239,7 @@ def test_source_identity_draws_the_source_from_another_clip_of_the_speaker(coded
         assert frame_code(sample["target"]) == (int(sample["frame"]), clip)
     assert by_identity["a"] == {True}  # six clips: always another one
     assert by_identity["b"] == {False}  # a single clip: its own, as with source="clip"
-    with pytest.raises(PdfgcError, match="data.source must be one of clip, identity"):
+    with pytest.raises(PdfgcError, match="data.source='speaker': expected one of clip, identity"):
         dataset(coded, source="speaker")
 
 

@@ -1,4 +1,4 @@
-"""Tests of pdfgc.media: atomic writes, audio/image/video reading and mp4 writing."""
+"""Tests of pdfgc.media: audio/image/video reading and mp4 writing."""
 
 import os
 import subprocess
@@ -15,7 +15,6 @@ from pdfgc.errors import PdfgcError
 from pdfgc.media import (
     FrameSource,
     VideoWriter,
-    atomic_path,
     load_audio,
     probe_video,
     read_image,
@@ -52,26 +51,6 @@ def talking_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for frame in _frames(40)[30:]:
             writer.write(frame)
     return path
-
-
-def test_atomic_path_success(tmp_path: Path) -> None:
-    target = tmp_path / "sub" / "dir" / "out.txt"
-    with atomic_path(target) as tmp:
-        assert tmp.parent == target.parent and tmp.suffix == ".txt" and tmp.name.startswith(".")
-        tmp.write_text("done")
-        assert not target.exists()
-    assert target.read_text() == "done"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]
-
-
-def test_atomic_path_failure_leaves_nothing(tmp_path: Path) -> None:
-    target = tmp_path / "out.txt"
-    target.write_text("old")
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
-        tmp.write_text("half")
-        raise RuntimeError("boom")
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # audioread, imported by librosa.load
