@@ -29,6 +29,7 @@ from pdfgc.errors import PdfgcError, check_choice
 from pdfgc.io import read_state_dict
 from pdfgc.networks import build_networks
 from pdfgc.networks.checkpoints import check_weights_path, load_networks
+from pdfgc.networks.generator import MOTION_CODES
 from pdfgc.networks.motion import GAZE_DIMS
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ EYE_SCALE = 1.2
 EMOTION_SCALE = 1.2
 POSE_SMOOTH_FRAMES = 3     # the release's centred mean over the head pose codes
 DEFAULT_EMOTION_WINDOW = 5  # data.emotion_window's default: the expression stage's K
-CODES = ("mouth", "emotion", "eye", "pose")  # the generator's order of the motion codes
 DEFAULT_NOISE_SEED = 20202001
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtypes
 DIAL_MODES = ("driver", "set", "offset")
@@ -328,7 +328,7 @@ class TalkingHeadModel(nn.Module):
         """Whole-sequence codes {mouth, emotion, eye, pose: (N, D)} -> motion styles (N, M),
         with ``dials`` applied (:func:`apply_dials`) and composed the way these weights
         expect (:func:`compose_codes`)."""
-        mouth, emotion, eye, pose = (codes[name] for name in CODES)
+        mouth, emotion, eye, pose = (codes[name] for name in MOTION_CODES)
         if dials is not None:
             pose, eye = apply_dials(pose, eye, dials, self.regression)
         return compose_codes(mouth, emotion, eye, pose, controls, self.emotion_window)

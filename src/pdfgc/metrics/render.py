@@ -36,8 +36,9 @@ from pdfgc.features import (
     num_output_frames,
     prepare_images,
 )
-from pdfgc.inference.model import CODES, Controls, TalkingHeadModel
+from pdfgc.inference.model import Controls, TalkingHeadModel
 from pdfgc.media import FrameSource, load_audio
+from pdfgc.networks.generator import MOTION_CODES
 
 PER_FRAME_LABELS = ("landmarks", "pose", "blink", "gaze", "factors")
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
@@ -82,7 +83,8 @@ class EvalRenderer:
         motion = self.chunked(self.model.encode_motion, window.flatten(0, 1))
         mouth = self.chunked(self.model.encode_audio, window_mel.flatten(0, 1))
         codes = {"mouth": mouth, **motion}
-        return {name: codes[name].reshape(b, k, -1) for name in CODES}  # (B*K, D) -> (B, K, D)
+        # (B*K, D) -> (B, K, D)
+        return {name: codes[name].reshape(b, k, -1) for name in MOTION_CODES}
 
     def render_windows(self, appearance: dict[str, torch.Tensor],
                        codes: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -90,7 +92,8 @@ class EvalRenderer:
         the sequence they are, then rendered with that sample's appearance."""
         centre = codes["mouth"].shape[1] // 2
         motion = torch.stack([
-            self.model.compose({name: codes[name][i] for name in CODES}, self.controls)[centre]
+            self.model.compose({name: codes[name][i] for name in MOTION_CODES},
+                               self.controls)[centre]
             for i in range(codes["mouth"].shape[0])])
         return self.model.render(appearance, motion)
 

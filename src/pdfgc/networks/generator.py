@@ -24,6 +24,8 @@ from pdfgc.networks.layers import (
 )
 
 BLUR_TAPS = (1, 3, 3, 1)
+# G's style: the appearance vector, then the motion codes in this order
+MOTION_CODES = ("mouth", "emotion", "eye", "pose")
 
 
 def suggest_memory_format(x: torch.Tensor) -> torch.memory_format:

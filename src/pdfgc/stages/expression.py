@@ -14,6 +14,7 @@ from itertools import islice
 
 import torch
 
+from pdfgc.networks.generator import MOTION_CODES
 from pdfgc.stages.base import Batch, StageModule, _info
 from pdfgc.stages.distributed import gather
 
@@ -55,7 +56,7 @@ class ExpressionStage(StageModule):
         **kwargs: see :class:`StageModule`.
     """
 
-    swappable = ("mouth", "emotion", "eye", "pose")
+    swappable = MOTION_CODES
 
     def __init__(self, *args, code_init_batches: int = 0, **kwargs):
         super().__init__(*args, **kwargs)

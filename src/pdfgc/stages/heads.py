@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from pdfgc.errors import PdfgcError
+from pdfgc.networks.generator import MOTION_CODES
 from pdfgc.networks.motion import BLINK_DIMS, GAZE_DIMS
 from pdfgc.stages.base import Batch, StageModule
 
@@ -31,7 +32,7 @@ class HeadsStage(StageModule):
         **kwargs: see :class:`StageModule`.
     """
 
-    swappable = ("mouth", "emotion", "eye", "pose")
+    swappable = MOTION_CODES
 
     def __init__(self, *args, pose_scale: Sequence[float] = (1 / 30,) * 3 + (1.0,) * 3,
                  blink_dims: Sequence[int] = BLINK_DIMS, gaze_dims: Sequence[int] = GAZE_DIMS,
@@ -58,7 +59,7 @@ class HeadsStage(StageModule):
         if self.renders:
             appearance = self.nets.appearance(batch["source"])
             out["codes"] = {"appearance": appearance["vector"],
-                            **{k: codes[k] for k in ("mouth", "emotion", "eye", "pose")}}
+                            **{k: codes[k] for k in MOTION_CODES}}
             out["map"] = appearance["map"]
             out["fake"] = self.synthesize(out["codes"], appearance["map"])
         return out
