@@ -6,7 +6,10 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+
 T = TypeVar("T")
+CONFIG_ERRORS = (InterpolationResolutionError, MissingMandatoryValue)  # a config the user wrote
 
 
 class PdfgcError(Exception):
@@ -31,9 +34,15 @@ def error_line(err: PdfgcError) -> str:
 
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
-    """Turn a :class:`PdfgcError` into ``error: <message>`` on stderr and exit status 2."""
+    """Turn a :class:`PdfgcError`, or a config value that does not resolve (an interpolation
+    to a missing key, a ``???`` left unset), into ``error: <message>`` on stderr and exit
+    status 2."""
     try:
         yield
     except PdfgcError as err:
         print(error_line(err), file=sys.stderr)
+        sys.exit(2)
+    except CONFIG_ERRORS as err:
+        message = str(err).splitlines()[0]  # OmegaConf adds its full_key and type below
+        print(error_line(PdfgcError(f"config {err.full_key}: {message}")), file=sys.stderr)
         sys.exit(2)

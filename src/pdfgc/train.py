@@ -22,6 +22,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from pdfgc.errors import PdfgcError
 from pdfgc.io import save_config, write_text
@@ -106,14 +107,18 @@ def build_module(cfg: DictConfig) -> pl.LightningModule:
 
 
 def build(cfg: DictConfig, **kwargs):
-    """``hydra.utils.instantiate``, letting a user error (:class:`PdfgcError`) through as
-    itself rather than wrapped in Hydra's InstantiationException."""
+    """``hydra.utils.instantiate``, letting a user error through as itself rather than
+    wrapped in Hydra's InstantiationException: a :class:`PdfgcError`, or Lightning's
+    MisconfigurationException (``trainer=gpu`` without a GPU, say) as one."""
     try:
         return instantiate(cfg, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
-        while cause is not None and not isinstance(cause, PdfgcError):
+        while cause is not None and not isinstance(cause, (PdfgcError,
+                                                           MisconfigurationException)):
             cause = cause.__cause__
+        if isinstance(cause, MisconfigurationException):
+            raise PdfgcError(f"{cfg._target_}: {cause}") from None
         if cause is None:
             raise
         raise cause from None

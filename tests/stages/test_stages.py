@@ -467,12 +467,16 @@ def test_bad_stage_settings_are_one_line_errors(tmp_path, data_dir, overrides, m
         build_module(compose_train(tmp_path, data_dir, *overrides))
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("data.batch_size=0", "data.batch_size must be at least 1, got 0"),
-    ("stage.optimizer.lr=-1", "stage.optimizer: Invalid learning rate: -1"),
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["data.batch_size=0"], "data.batch_size must be at least 1, got 0"),
+    (["stage.optimizer.lr=-1"], "stage.optimizer: Invalid learning rate: -1"),
+    (["trainer.max_steps=${steps.trunk}"],  # as experiment=voxceleb2 stage=trunk ends up:
+     "config trainer.max_steps: Interpolation key 'steps.trunk' not found"),  # no trunk budget
+    pytest.param(["trainer=gpu"], "pytorch_lightning.Trainer: No supported gpu backend found!",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
 ])
-def test_bad_training_values_are_one_line_exit_2(tmp_path, data_dir, override, message):
-    result = cli(tmp_path, data_dir, "stage=motion", override)
+def test_bad_training_values_are_one_line_exit_2(tmp_path, data_dir, overrides, message):
+    result = cli(tmp_path, data_dir, "stage=motion", *overrides)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1] == f"error: {message}"
     assert "Traceback" not in result.stderr + result.stdout
