@@ -27,7 +27,7 @@ from tqdm import tqdm
 from pdfgc.data.datasets import UnreadableClip
 from pdfgc.errors import PdfgcError, check_choice
 from pdfgc.inference.model import TalkingHeadModel, saved_config
-from pdfgc.io import append_jsonl, resolve_device, save_config
+from pdfgc.io import read_jsonl, resolve_device, save_config, write_jsonl
 from pdfgc.metrics.registry import (
     Metric,
     MetricContext,
@@ -205,8 +205,9 @@ def run(cfg: DictConfig) -> dict:
         "details": {k: v for c in computed for k, v in c.details.items()},
         "seconds": round(time.time() - started, 1),
     }
-    results_file = Path(cfg.results_file)
-    append_jsonl(results_file, record)
+    results_file = Path(cfg.results_file)  # rewritten whole and atomically: no half line
+    previous = read_jsonl(results_file) if results_file.is_file() else []
+    write_jsonl(results_file, [*previous, record])
     print(summary(record, [c.report for c in computed if c.report]))
     log.info("results appended to %s", results_file)
     return record

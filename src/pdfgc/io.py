@@ -144,9 +144,9 @@ def write_jsonl(path: str | Path, records: Iterable[Any]) -> None:
 
 def append_jsonl(path: str | Path, record: Any) -> None:
     """Append ``record`` to ``path`` as one JSON line, in one write to the file opened for
-    appending (so writers do not overwrite each other's lines; cheap enough for a line a
-    training step). Parent folders are created (a one-line error where a file stands in
-    the way)."""
+    appending: cheap enough for a line a training step (a log stream; a results file that
+    must never hold half a line is rewritten with :func:`write_jsonl`). Parent folders are
+    created (a one-line error where a file stands in the way)."""
     path = Path(path)
     line = json.dumps(record) + "\n"
     _make_parents(path)
