@@ -154,19 +154,17 @@ class VoxCeleb2DataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
-        if trainer is None:
-            return self._loader("train", StepSampler(self.dataset("train"), self.batch_size),
-                                drop_last=True)
-        sampler = StepSampler(self.dataset("train"), self.batch_size, trainer.world_size,
-                              trainer.global_rank)
-        epoch = trainer.current_epoch
-        if trainer.fit_loop.epoch_loop.restarting:  # resumed: continue where it stopped
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            if done < sampler.steps:
-                sampler.start_step = done
-            else:  # saved at the end of its epoch (the first batch is fetched before the
-                epoch += 1  # next epoch's start sets it)
-        self.set_epoch(epoch)
+        world, rank = (1, 0) if trainer is None else (trainer.world_size, trainer.global_rank)
+        sampler = StepSampler(self.dataset("train"), self.batch_size, world, rank)
+        if trainer is not None:
+            epoch = trainer.current_epoch
+            if trainer.fit_loop.epoch_loop.restarting:  # resumed: continue where it stopped
+                done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+                if done < sampler.steps:
+                    sampler.start_step = done
+                else:  # saved at the end of its epoch (the first batch is fetched before
+                    epoch += 1  # the next epoch's start sets it)
+            self.set_epoch(epoch)
         return self._loader("train", sampler, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -187,8 +188,18 @@ def compose_codes(mouth: torch.Tensor, emotion: torch.Tensor, eye: torch.Tensor,
 
 
 def saved_config(ckpt: str | Path) -> dict:
-    """The run config saved in a pdfgc checkpoint's ``hyper_parameters`` ({} if none)."""
-    params = read_state_dict(ckpt, mmap=True).get("hyper_parameters") or {}
+    """The run config saved in a pdfgc checkpoint's ``hyper_parameters`` ({} if none); read
+    once per process for a given file version (the loader, the dials and the app all ask)."""
+    path = Path(ckpt).resolve()
+    if not path.is_file():
+        read_state_dict(path)  # its one-line error
+    stat = path.stat()  # a rewritten file (a new inode, time or size) is read again
+    return dict(_saved_config(path, stat.st_ino, stat.st_mtime_ns, stat.st_size))
+
+
+@lru_cache(maxsize=32)
+def _saved_config(path: Path, inode: int, mtime_ns: int, size: int) -> dict:
+    params = read_state_dict(path, mmap=True).get("hyper_parameters") or {}
     return dict(params.get("cfg", params))
 
 
@@ -252,7 +263,6 @@ def cpu_has_native_bf16() -> bool:
         return True
     flags = cpuinfo.read_text().split()
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
 
 
 class TalkingHeadModel(nn.Module):

@@ -228,9 +228,11 @@ class Renderer:
                     writer.write(panel if gets_panel else frames)
 
             pending = None  # H.264 encoding of one chunk overlaps rendering of the next
-            for done, s in enumerate(tqdm(chunks, desc=Path(job.output).name, unit="chunk",
-                                          disable=not self.cfg.progress), 1):
-                frames = to_uint8(next(rendered))
+            for done, (s, frames) in enumerate(tqdm(zip(chunks, rendered, strict=True),
+                                                    total=len(chunks), unit="chunk",
+                                                    desc=Path(job.output).name,
+                                                    disable=not self.cfg.progress), 1):
+                frames = to_uint8(frames)
                 panel = (self._panel(frames, still, drivers, s) if any(targets.values())
                          else None)
                 if pending is not None:

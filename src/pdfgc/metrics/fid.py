@@ -28,7 +28,6 @@ from pdfgc.metrics.registry import (
     MetricContext,
     MetricResult,
     register,
-    weights_file,
 )
 from pdfgc.metrics.render import FrameBatch
 
@@ -40,11 +39,14 @@ REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_
 def inception_features(path: Path) -> NoTrainInceptionV3:
     """torch-fidelity's FID Inception-v3 from the local file ``path``: uint8 (B, 3, H, W) ->
     pool3 features (B, 2048); a one-line error when the file is unreadable or another layout."""
-    read_state_dict(path)  # a one-line error for a corrupt or truncated file
     try:
         net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
                                  feature_extractor_weights_path=str(path), antialias=False)
-    except RuntimeError as err:  # load_state_dict's: a header, then one line per problem
+    except Exception as err:
+        read_state_dict(path)  # the one-line error of a corrupt or truncated file, if so
+        if not isinstance(err, RuntimeError):
+            raise
+        # else another layout: load_state_dict's header, then one line per problem
         problems = "; ".join(line.strip()[:100] for line in str(err).splitlines()[1:])
         raise PdfgcError(f"{path}: not the FID Inception layout of torch-fidelity: "
                          f"{problems}") from None
@@ -78,7 +80,7 @@ class FID(Metric):
     def __init__(self, ctx: MetricContext, feature: nn.Module | None = None):
         super().__init__(ctx)
         if feature is None:
-            feature = inception_features(weights_file(ctx.weights, "inception", "inception"))
+            feature = inception_features(self.outside_file(ctx.weights, "inception"))
         feature = feature.to(ctx.device)
         self.fids = {mode: FrechetInceptionDistance(feature=feature).to(ctx.device)
                      for mode in ("self", "cross")}

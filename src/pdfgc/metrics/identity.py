@@ -23,7 +23,6 @@ from pdfgc.metrics.registry import (
     MetricResult,
     RunningMean,
     register,
-    weights_file,
 )
 from pdfgc.metrics.render import FrameBatch
 from pdfgc.outside_weights import locate
@@ -104,7 +103,7 @@ class CSIM(Metric):
     def __init__(self, ctx: MetricContext):
         super().__init__(ctx)
         if ctx.weights.get("arcface"):
-            path = weights_file(ctx.weights, "arcface", "arcface")
+            path = self.outside_file(ctx.weights, "arcface")
             self.network, self.embed = "arcface", TorchScriptEmbedder(str(path), ctx.device)
         else:
             self.network, self.embed = "dlib", DlibEmbedder()

@@ -15,7 +15,6 @@ from pdfgc.metrics.registry import (
     MetricResult,
     RunningMean,
     register,
-    weights_file,
 )
 from pdfgc.metrics.render import FrameBatch
 from pdfgc.networks.perceptual import build_lpips
@@ -29,10 +28,11 @@ class LPIPS(Metric):
     name = "lpips"
     stream = "frames"
     outside = {"lpips": "alexnet"}
+    random_allowed = ("lpips",)
 
     def __init__(self, ctx: MetricContext):
         super().__init__(ctx)
-        trunk = weights_file(ctx.weights, "lpips", "alexnet", allow_random=True)
+        trunk = self.outside_file(ctx.weights, "lpips")
         self.trunk = "random" if trunk is None else "alexnet"
         self.net = build_lpips(trunk).to(ctx.device).eval().requires_grad_(False)
         self.mean = RunningMean()

@@ -33,7 +33,6 @@ from pdfgc.outside_weights import locate
 log = logging.getLogger(__name__)
 
 STREAMS = ("frames", "clips")
-RANDOM_ALLOWED = ("lpips",)  # weights.<key>=random: a random network, asked for by name
 METRIC_MODULES = ("control", "disentanglement", "fid", "identity", "landmarks", "lpips",
                   "oracle", "own_sync", "psnr_ssim", "syncnet", "transfer")
 
@@ -76,11 +75,23 @@ class Metric(ABC):
     needs_factors: ClassVar[bool] = False
     # outside networks: {weights.<key>: its name in pdfgc.outside_weights.REGISTER}
     outside: ClassVar[Mapping[str, str]] = {}
+    random_allowed: ClassVar[tuple[str, ...]] = ()  # keys that may be ``random``, by name
 
     @classmethod
     def outside_for(cls, weights: Mapping[str, str | None]) -> Mapping[str, str]:
         """The outside networks this metric needs with these ``weights`` settings."""
         return cls.outside
+
+    @classmethod
+    def outside_file(cls, weights: Mapping[str, str | None], key: str) -> Path | None:
+        """The checked file ``weights.<key>`` names for this metric (see
+        :func:`pdfgc.outside_weights.locate`; None for ``random`` where allowed); a
+        :class:`MetricUnavailable` saying what is missing or wrong."""
+        try:
+            return locate(cls.outside_for(weights)[key], weights.get(key), f"weights.{key}",
+                          allow_random=key in cls.random_allowed)
+        except PdfgcError as err:
+            raise MetricUnavailable(str(err)) from None
 
     def __init__(self, ctx: MetricContext):
         if self.needs_factors and not ctx.factor_names:
@@ -153,19 +164,6 @@ def build_metrics(names: Iterable[str], ctx: MetricContext,
     return metrics, skipped
 
 
-def weights_file(weights: Mapping[str, str | None], key: str, network: str,
-                 allow_random: bool = False) -> Path | None:
-    """The checked file of outside ``network`` set by ``weights.<key>`` (see
-    :func:`pdfgc.outside_weights.locate`; None for ``random`` where allowed); a
-    :class:`MetricUnavailable` saying what is missing or wrong."""
-    try:
-        return locate(network, weights.get(key), f"weights.{key}", allow_random)
-    except MetricUnavailable:
-        raise
-    except PdfgcError as err:
-        raise MetricUnavailable(str(err)) from None
-
-
 def check_outside(names: Iterable[str], weights: Mapping[str, str | None],
                   skip_unavailable: bool = False) -> dict[str, str]:
     """Check the outside weights of the named metrics before any heavy work: the metrics
@@ -174,8 +172,8 @@ def check_outside(names: Iterable[str], weights: Mapping[str, str | None],
     for name in names:
         cls = metric_class(name)
         try:
-            for key, network in cls.outside_for(weights).items():
-                weights_file(weights, key, network, allow_random=key in RANDOM_ALLOWED)
+            for key in cls.outside_for(weights):
+                cls.outside_file(weights, key)
         except MetricUnavailable as err:
             if not skip_unavailable:
                 raise

@@ -32,7 +32,6 @@ from pdfgc.metrics.registry import (
     MetricResult,
     RunningMean,
     register,
-    weights_file,
 )
 from pdfgc.metrics.render import ClipSample
 
@@ -251,7 +250,7 @@ class LSE(Metric):
 
     def __init__(self, ctx: MetricContext, max_offset: int = MAX_OFFSET, batch: int = 20):
         super().__init__(ctx)
-        net = load_syncnet(weights_file(ctx.weights, "syncnet", "syncnet"))
+        net = load_syncnet(self.outside_file(ctx.weights, "syncnet"))
         self.scorer = SyncNetScorer(net, ctx.device, batch, max_offset)
         self.tally = SyncTally()
 

@@ -67,9 +67,10 @@ class FinalCheckpoint(ModelCheckpoint):
 
 class RandomState(pl.Callback):
     """Puts the random states (Python, NumPy, torch CPU and CUDA) in every checkpoint and
-    restores them when a resumed run starts training, so its noise draws continue those of
-    the run it resumes. Every rank is seeded alike and draws alike, so rank zero's states,
-    the ones saved, are every rank's."""
+    restores them when a resumed run starts training, so its draws from the global generators
+    (dropout, say) continue those of the run it resumes (the generator's noise needs no state:
+    it is drawn from the seed and the step). Every rank is seeded alike and draws as often, so
+    rank zero's states, the ones saved, are every rank's."""
 
     def __init__(self):
         self.pending: dict[str, Any] | None = None
