@@ -67,7 +67,14 @@ def wandb_offline() -> bool:
         return False
 
 
+def step_share(steps: int, share: float) -> int:
+    """``share`` of a budget of ``steps``, rounded, at least 1: an LR schedule's step size
+    that follows the budget (``${pdfgc.share:${trainer.max_steps},0.25}``)."""
+    return max(1, round(int(steps) * float(share)))
+
+
 OmegaConf.register_new_resolver("pdfgc.wandb_offline", wandb_offline, replace=True)
+OmegaConf.register_new_resolver("pdfgc.share", step_share, replace=True)
 
 
 def train(cfg: DictConfig) -> float | None:

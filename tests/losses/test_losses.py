@@ -258,6 +258,38 @@ def test_code_decorrelation_small_for_independent_codes_large_for_a_function_of_
     assert one.item() == pytest.approx(1.0, abs=1e-4)
 
 
+def test_code_decorrelation_bank_removes_the_small_batch_noise_floor():
+    torch.manual_seed(0)
+    dims = {"mouth": 4, "eye": 3, "pose": 6}
+
+    def last_of(loss, leak: float) -> float:
+        for _ in range(64):  # batches of 8; the bank then holds the last 256 samples
+            pose = torch.randn(8, 6)
+            mouth = torch.randn(8, 4) + leak * pose[:, :4]
+            value, _ = loss({"mouth": mouth}, {"pose": pose})
+        return value.item()
+
+    assert last_of(CodeDecorrelationLoss(), 0.0) > 0.05  # about 1 / 8 from noise alone
+    banked = CodeDecorrelationLoss(256, dims)
+    assert last_of(banked, 0.0) < 0.01  # about 1 / 264
+    assert banked.filled == 256 and "bank_pose" not in banked.state_dict()
+    assert last_of(CodeDecorrelationLoss(256, dims), 1.0) > 0.05  # a real leak still shows
+    banked.eval()
+    banked({"mouth": torch.randn(8, 4)}, {"pose": torch.randn(8, 6)})
+    assert banked.cursor == 0  # evaluation does not enqueue (64 x 8 wrapped round to 0)
+
+
+def test_code_decorrelation_gradient_reaches_the_batch_not_the_bank():
+    torch.manual_seed(0)
+    loss = CodeDecorrelationLoss(16, {"mouth": 3, "pose": 2})
+    old = torch.randn(8, 3, requires_grad=True)
+    loss({"mouth": old}, {"pose": torch.randn(8, 2)})
+    new = torch.randn(8, 3, requires_grad=True)
+    value, _ = loss({"mouth": new}, {"pose": new.detach()[:, :2] + torch.randn(8, 2)})
+    value.backward()
+    assert old.grad is None and new.grad.abs().sum() > 0
+
+
 def test_code_decorrelation_gradient_reaches_the_codes_not_the_reference():
     torch.manual_seed(0)
     pose = torch.randn(16, 6, requires_grad=True)

@@ -323,6 +323,23 @@ def test_trunk_stage_trains_only_the_trunk_on_the_landmarks(demo_chain, data_dir
     assert all(n.startswith("motion.model.") for n in trainable(module))
 
 
+def test_demo_learning_rate_falls_at_each_quarter_of_the_budget(tmp_path, data_dir):
+    cfg = demo_config(tmp_path, data_dir, "trunk", "trainer.max_steps=4000")
+    assert cfg.stage.scheduler.step_size == 1000  # ${pdfgc.share:${trainer.max_steps},0.25}
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = instantiate(cfg.stage.optimizer)([parameter])
+    scheduler = instantiate(cfg.stage.scheduler)(optimizer)
+    rates = []
+    for _ in range(4000):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == rates[999] == pytest.approx(2e-3)
+    assert rates[1000] == pytest.approx(6e-4) and rates[3999] == pytest.approx(2e-3 * 0.3**3)
+    tiny = demo_config(tmp_path, data_dir, "trunk", "trainer.max_steps=2")
+    assert tiny.stage.scheduler.step_size == 1  # never 0, which StepLR refuses
+
+
 def test_stage_one_starts_from_the_trunk_frozen_and_runs_it_without_gradients(demo_chain,
                                                                             data_dir):
     group = demo_chain / "outputs" / "train" / "demo"

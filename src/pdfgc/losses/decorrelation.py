@@ -19,67 +19,93 @@ def batch_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return standardize(a).T @ standardize(b) / len(a)
 
 
-class DecorrelationLoss(nn.Module):
+class FeatureBank(nn.Module):
+    """A queue of the last ``bank_size`` rows of several aligned features (row i of every one
+    from the same sample), detached, as buffers ``bank_<name>`` (not saved in checkpoints:
+    they refill within ``bank_size / B`` steps). Correlations over a batch plus the bank
+    estimate the population's far better than over a batch of 8 alone (whose squared
+    correlation of independent codes is already about 1 / 8), while gradients flow through
+    the current batch only."""
+
+    def __init__(self, bank_size: int, dims: Mapping[str, int]):
+        super().__init__()
+        for name, dim in dims.items():
+            self.register_buffer(f"bank_{name}", torch.zeros(bank_size, dim), persistent=False)
+        self.bank_size = bank_size
+        self.filled = 0
+        self.cursor = 0
+
+    def with_bank(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B + filled, D): ``x`` followed by the bank's rows of ``name``."""
+        return torch.cat([x, getattr(self, f"bank_{name}")[:self.filled].to(x.dtype)])
+
+    @torch.no_grad()
+    def enqueue(self, **features: torch.Tensor) -> None:
+        """Write a batch {name: (B, D)} over the oldest rows (keeping its last ``bank_size``);
+        only in training mode."""
+        if not (self.training and self.bank_size):
+            return
+        rows = None
+        for name, x in features.items():
+            x = x[-self.bank_size:]
+            bank = getattr(self, f"bank_{name}")
+            rows = (self.cursor + torch.arange(len(x), device=bank.device)) % self.bank_size
+            bank[rows] = x.detach().to(bank.dtype)
+        self.cursor = (self.cursor + len(rows)) % self.bank_size
+        self.filled = min(self.filled + len(rows), self.bank_size)
+
+
+class DecorrelationLoss(FeatureBank):
     """Squared Frobenius norm of the cross-correlation of expression codes and audio features.
 
-    Two queues hold the last ``bank_size`` expression codes and audio features (detached);
-    the correlation is taken over the current batch plus the queues, so gradients flow
-    through the current batch only. In training mode each call then enqueues the batch.
-    The queues are not saved in checkpoints; they refill within ``bank_size / B`` steps.
+    The correlation is taken over the current batch plus the last ``bank_size`` samples
+    (:class:`FeatureBank` ``a``: expression, ``b``: audio); in training mode each call then
+    enqueues the batch.
     """
 
     whole_batch = True  # couples the batch's samples: gathered across processes
 
     def __init__(self, bank_size: int, dim_a: int, dim_b: int):
-        super().__init__()
-        self.register_buffer("bank_a", torch.zeros(bank_size, dim_a), persistent=False)
-        self.register_buffer("bank_b", torch.zeros(bank_size, dim_b), persistent=False)
-        self.filled = 0
-        self.cursor = 0
+        super().__init__(bank_size, {"a": dim_a, "b": dim_b})
 
     def forward(self, expression: torch.Tensor, audio: torch.Tensor
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """expression (B, Da), audio (B, Db) -> sum of squared correlations over Da x Db."""
-        a = torch.cat([expression, self.bank_a[:self.filled]])  # (B + filled, Da)
-        b = torch.cat([audio, self.bank_b[:self.filled]])  # (B + filled, Db)
-        correlation = batch_correlation(a, b)  # (Da, Db)
+        correlation = batch_correlation(self.with_bank("a", expression),
+                                        self.with_bank("b", audio))  # (Da, Db)
         loss = correlation.square().sum()
-        if self.training:
-            self.enqueue(expression, audio)
+        self.enqueue(a=expression, b=audio)
         logs = {"decor": loss.detach(), "max_corr": correlation.abs().max().detach(),
                 "bank": loss.new_tensor(float(self.filled))}
         return loss, logs
 
-    @torch.no_grad()
-    def enqueue(self, expression: torch.Tensor, audio: torch.Tensor) -> None:
-        """Write a batch over the oldest entries (keeping its last ``bank_size`` rows)."""
-        size = len(self.bank_a)
-        if not size:
-            return
-        expression, audio = expression[-size:], audio[-size:]
-        rows = (self.cursor + torch.arange(len(expression), device=self.bank_a.device)) % size
-        self.bank_a[rows] = expression.detach().to(self.bank_a.dtype)
-        self.bank_b[rows] = audio.detach().to(self.bank_b.dtype)
-        self.cursor = (self.cursor + len(expression)) % size
-        self.filled = min(self.filled + len(expression), size)
 
-
-class CodeDecorrelationLoss(nn.Module):
+class CodeDecorrelationLoss(FeatureBank):
     """[ours, an extension of the paper's feature-level decorrelation] Keep one motion code
-    out of another: the squared batch correlation between every dimension of a code and
-    every dimension of a detached reference code, averaged over those dimension pairs and
-    then over the (code, reference) pairs. The references get no gradient, so only the
-    codes move away from them (the pose head is not pushed to forget what it reads).
+    out of another: the squared correlation between every dimension of a code and every
+    dimension of a detached reference code, averaged over those dimension pairs and then
+    over the (code, reference) pairs. The references get no gradient, so only the codes move
+    away from them (the pose head is not pushed to forget what it reads).
 
-    Over a batch of N independent codes the value is about 1 / N, not 0 (sampling noise).
+    With ``bank_size`` > 0 the correlations are over the batch plus the last ``bank_size``
+    samples (:class:`FeatureBank`; ``dims`` sizes every code that may be passed): over a
+    batch of N independent codes alone the value is about 1 / N, not 0 (sampling noise), and
+    at N = 8 that noise is larger than the correlations the term is there to remove.
     """
 
     whole_batch = True  # couples the batch's samples: gathered across processes
 
+    def __init__(self, bank_size: int = 0, dims: Mapping[str, int] | None = None):
+        super().__init__(bank_size, dims if bank_size else {})
+
     def forward(self, codes: Mapping[str, torch.Tensor], references: Mapping[str, torch.Tensor]
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """codes and references {name: (B, D)}; logs ``<code>_<reference>`` per pair."""
-        pairs = {f"{c}_{r}": batch_correlation(code, reference.detach()).square().mean()
-                 for c, code in codes.items() for r, reference in references.items()}
+        references = {r: reference.detach() for r, reference in references.items()}
+        samples = {name: self.with_bank(name, x) if self.bank_size else x
+                   for name, x in {**codes, **references}.items()}
+        pairs = {f"{c}_{r}": batch_correlation(samples[c], samples[r]).square().mean()
+                 for c in codes for r in references}
+        self.enqueue(**codes, **references)
         loss = torch.stack(list(pairs.values())).mean()
         return loss, {name: value.detach() for name, value in pairs.items()}

@@ -39,7 +39,9 @@ TERMS: dict[str, Callable[[DictConfig, DictConfig], nn.Module]] = {
     "pose": lambda loss, model: MaskedRegression(loss.regression),
     "decorrelation": lambda loss, model: DecorrelationLoss(
         loss.bank_size, model.codes.emotion, model.audio.feature_dim),
-    "pose_decorrelation": lambda loss, model: CodeDecorrelationLoss(),
+    "pose_decorrelation": lambda loss, model: CodeDecorrelationLoss(
+        loss.pose_decorrelation_bank,
+        {name: dim for name, dim in model.codes.items() if name != "appearance"}),
 }
 ADVERSARIAL_TERMS = ("gan", "feature_matching")  # need the discriminator, from gan_start on
 # a term whose weights file is null, and not in torch hub's cache either, is off
