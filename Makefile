@@ -38,7 +38,7 @@ test: setup browser ## run the test suite (fast tests; `make test-all` adds the 
 test-all: setup browser ## run every test, slow ones included
 	$(PY) -m pytest
 
-demo: setup ## the main job: synthetic data -> every stage -> evaluation -> demo video (~10-15 min)
+demo: setup ## the main job: synthetic data -> every stage -> evaluation -> demo video (~15-25 min)
 	$(PY) demo.py
 
 sample: setup ## render the built-in sample with random tiny weights (the inference pipeline)
