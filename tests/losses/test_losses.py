@@ -226,7 +226,21 @@ def test_decorrelation_bank_is_a_queue():
     loss.eval()
     loss(torch.zeros(2, 1), torch.zeros(2, 1))
     assert sorted(loss.bank_a[:, 0].tolist()) == [12, 13, 14, 15, 16]
-    assert "bank_a" not in loss.state_dict()
+
+
+def test_decorrelation_bank_is_saved_and_restored_with_the_module():
+    loss = DecorrelationLoss(5, 1, 1)
+    for rows in (torch.arange(1.0, 4.0).view(3, 1), torch.arange(4.0, 8.0).view(4, 1)):
+        loss(rows, -rows)
+    restored = DecorrelationLoss(5, 1, 1)
+    restored.load_state_dict(loss.state_dict())
+    assert (restored.filled, restored.cursor) == (5, 2)
+    assert torch.equal(restored.bank_a, loss.bank_a) and torch.equal(restored.bank_b, loss.bank_b)
+    new = torch.tensor([[9.0], [10.0]])
+    assert torch.equal(restored(new, -new)[0], loss(new, -new)[0])
+    older = nn.ModuleDict({"decorrelation": DecorrelationLoss(5, 1, 1)})
+    older.load_state_dict({})  # a checkpoint saved before banks were: strict, and empty
+    assert older["decorrelation"].filled == 0
 
 
 def test_decorrelation_gradient_through_current_batch_only():
@@ -272,7 +286,7 @@ def test_code_decorrelation_bank_removes_the_small_batch_noise_floor():
     assert last_of(CodeDecorrelationLoss(), 0.0) > 0.05  # about 1 / 8 from noise alone
     banked = CodeDecorrelationLoss(256, dims)
     assert last_of(banked, 0.0) < 0.01  # about 1 / 264
-    assert banked.filled == 256 and "bank_pose" not in banked.state_dict()
+    assert banked.filled == 256 and "bank_pose" in banked.state_dict()
     assert last_of(CodeDecorrelationLoss(256, dims), 1.0) > 0.05  # a real leak still shows
     banked.eval()
     banked({"mouth": torch.randn(8, 4)}, {"pose": torch.randn(8, 6)})

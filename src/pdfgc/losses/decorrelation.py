@@ -21,19 +21,35 @@ def batch_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 class FeatureBank(nn.Module):
     """A queue of the last ``bank_size`` rows of several aligned features (row i of every one
-    from the same sample), detached, as buffers ``bank_<name>`` (not saved in checkpoints:
-    they refill within ``bank_size / B`` steps). Correlations over a batch plus the bank
-    estimate the population's far better than over a batch of 8 alone (whose squared
-    correlation of independent codes is already about 1 / 8), while gradients flow through
-    the current batch only."""
+    from the same sample), detached, as buffers ``bank_<name>``. Correlations over a batch
+    plus the bank estimate the population's far better than over a batch of 8 alone (whose
+    squared correlation of independent codes is already about 1 / 8), while gradients flow
+    through the current batch only. The queue is in the module's state dict (so a resumed
+    run continues with the bank it stopped with); a checkpoint saved without it (before
+    banks were saved) loads with the bank empty, to refill within ``bank_size / B`` steps."""
 
     def __init__(self, bank_size: int, dims: Mapping[str, int]):
         super().__init__()
         for name, dim in dims.items():
-            self.register_buffer(f"bank_{name}", torch.zeros(bank_size, dim), persistent=False)
+            self.register_buffer(f"bank_{name}", torch.zeros(bank_size, dim))
         self.bank_size = bank_size
         self.filled = 0
         self.cursor = 0
+
+    def get_extra_state(self) -> dict[str, int]:
+        return {"filled": self.filled, "cursor": self.cursor}
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        self.filled, self.cursor = int(state["filled"]), int(state["cursor"])
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        """As nn.Module's, but a state without the queue (an older checkpoint) leaves it
+        empty instead of missing."""
+        if not any(key.startswith(prefix) for key in state_dict):
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)
 
     def with_bank(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B + filled, D): ``x`` followed by the bank's rows of ``name``."""
