@@ -44,7 +44,7 @@ from pdfgc.metrics.identity import DlibEmbedder, cosine
 from pdfgc.metrics.landmarks import detect_landmarks, detection_images, landmark_distance
 from pdfgc.metrics.lpips import LPIPS
 from pdfgc.metrics.oracle import FactorOracle, OracleControl, random_frames, train_oracle
-from pdfgc.metrics.psnr_ssim import PSNR, SSIM
+from pdfgc.metrics.psnr_ssim import PSNR, SSIM, Sharpness
 from pdfgc.metrics.registry import (
     MetricContext,
     MetricUnavailable,
@@ -62,7 +62,7 @@ from pdfgc.samples import portrait
 from conftest import ROOT, model_config
 
 ALL_METRICS = ["blink", "csim", "disentanglement", "fid", "lmd", "lpips", "lse", "oracle",
-               "own_sync", "pose", "psnr", "ssim", "transfer"]
+               "own_sync", "pose", "psnr", "sharpness", "ssim", "transfer"]
 DATA = {"num_identities": 4, "clips_per_identity": 2, "seconds": 1.0, "image_size": 64,
         "val_identities": 1, "test_identities": 2, "seed": 0}
 
@@ -149,6 +149,20 @@ def test_identical_images_score_perfectly_and_different_ones_worse(tmp_path):
     assert np.isfinite(scores["other"]["psnr/self"]) and scores["other"]["psnr/self"] < 20
     assert scores["other"]["ssim/self"] < 0.9
     assert scores["other"]["lpips/random/self"] > 0.01
+
+
+def test_sharpness_is_one_for_the_target_and_falls_with_blur(tmp_path):
+    detail = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    real = (smooth_images(6, size=64) + 0.2 * detail).clamp(-1, 1)
+    blurred = gaussian_blur(real, 2.0)
+    scores = {}
+    for name, fake in (("same", real.clone()), ("blurred", blurred), ("flat", real * 0)):
+        metric = Sharpness(context(tmp_path))
+        metric.update(StubBatch(real, fake))
+        scores[name] = metric.compute().results["sharpness/self"]
+    assert scores["same"] == pytest.approx(1.0)
+    assert 0.0 < scores["blurred"] < 0.3
+    assert scores["flat"] == 0.0
 
 
 class TinyFeatures(nn.Module):

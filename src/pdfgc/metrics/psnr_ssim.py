@@ -1,9 +1,11 @@
-"""PSNR and SSIM between self-reconstructions and the real target frames.
+"""PSNR, SSIM and sharpness of self-reconstructions against the real target frames.
 
-Both on images scaled to [0, 1]. PSNR is the mean of per-image ``10 log10(1 / MSE)``; an
+All on images scaled to [0, 1]. PSNR is the mean of per-image ``10 log10(1 / MSE)``; an
 image reconstructed exactly has infinite PSNR, and so then has the mean (written ``Infinity``
 in the JSON lines). SSIM is torchmetrics' (11x11 Gaussian window, sigma 1.5), per image, then
-averaged.
+averaged. Sharpness is the render's Laplacian energy over the target's, per image, then
+averaged: 1 for a render as sharp as its target, near 0 for a blur (which PSNR rewards over
+detail in the wrong place).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from pdfgc.metrics.registry import Metric, MetricContext, MetricResult, RunningMean, register
@@ -33,6 +36,21 @@ def ssim(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """Per-image SSIM (B,) of [-1, 1] images."""
     return structural_similarity_index_measure(unit_range(fake), unit_range(real),
                                                data_range=1.0, reduction="none")
+
+
+LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def laplacian_energy(images: torch.Tensor) -> torch.Tensor:
+    """Per-image mean squared Laplacian (B,) of [-1, 1] images, on their grey levels in [0, 1]."""
+    grey = unit_range(images).mean(1, keepdim=True)
+    kernel = LAPLACIAN.to(grey)[None, None]
+    return F.conv2d(grey, kernel).pow(2).flatten(1).mean(1)
+
+
+def sharpness(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Per-image Laplacian energy of ``fake`` over that of ``real`` (B,)."""
+    return laplacian_energy(fake) / laplacian_energy(real).clamp_min(1e-12)
 
 
 class _ImageScore(Metric):
@@ -66,3 +84,11 @@ class SSIM(_ImageScore):
 
     name = "ssim"
     score = staticmethod(ssim)
+
+
+@register
+class Sharpness(_ImageScore):
+    """``sharpness/self``: mean Laplacian energy of self-reconstructions over their targets'."""
+
+    name = "sharpness"
+    score = staticmethod(sharpness)
