@@ -14,10 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from pdfgc.demo import PANEL, check_targets, format_summary, run, save_strip
+from pdfgc.demo import PANEL, check_targets, format_summary, machine, run, save_strip
 from pdfgc.media import VideoWriter, probe_video
 
 from conftest import ROOT
@@ -132,10 +133,13 @@ def test_each_target_is_shown_beside_what_doing_nothing_scores():
                     "control/pose/transfer": "no-control 0; error 0.08 vs no-control 0.19",
                     "control/pose/leakage": "no-control 0; error 0.08 vs no-control 0.19"}
     summary = {"targets": check_targets(results, targets), "context": {}, "seconds": {},
-               "video": "demo.mp4", "strip": "strip.png", "heatmap": "disentanglement.png"}
+               "video": "demo.mp4", "strip": "strip.png", "heatmap": "disentanglement.png",
+               "machine": machine()}
     printed = format_summary(summary, Path("out"))
     assert "yardstick" in printed.splitlines()[1]
     assert "untrained 0.8" in printed and "strip: strip.png" in printed
+    kernels = torch.backends.cpu.get_cpu_capability()
+    assert f"kernels {kernels}, torch {torch.__version__}" in printed
 
 
 def test_the_strip_shows_frames_spread_over_the_video(tmp_path):

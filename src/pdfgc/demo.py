@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
@@ -165,12 +167,24 @@ def run(cfg: DictConfig, repo: Path) -> dict:
                "context": {k: record["results"].get(k) for k in cfg.context},
                "results": record["results"], "seconds": {k: round(v, 1)
                                                          for k, v in seconds.items()},
-               "checkpoint": str(ckpt), "video": str(video), "strip": str(strip),
+               "machine": machine(), "checkpoint": str(ckpt), "video": str(video),
+               "strip": str(strip),
                "heatmap": record["details"].get("probe/heatmap"), "inputs": inputs}
     with atomic_path(out / SUMMARY) as tmp:
         tmp.write_text(json.dumps(json_safe(summary), indent=2))
     print("\n" + format_summary(summary, out))
     return summary
+
+
+def machine() -> dict[str, str]:
+    """What the figures were computed on: the CPU, the kernels PyTorch chose (AVX2 and AVX-512
+    ones round differently, so they train apart) and the torch version."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in
+             (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
+             if line.startswith("model name")]
+    return {"cpu": names[0] if names else platform.processor() or platform.machine(),
+            "kernels": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
 
 
 def json_safe(value):
@@ -194,9 +208,11 @@ def format_summary(summary: dict, out: Path) -> str:
                            [[k, format_value(v)] for k, v in summary["context"].items()])
     met = sum(r["met"] for r in summary["targets"])
     times = ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items())
+    computed_on = ", ".join(f"{k} {v}" for k, v in summary["machine"].items())
     return "\n".join([
         f"demo: {met} of {len(summary['targets'])} targets met (held-out test speakers)",
-        table, context, f"time: {times}", f"video: {summary['video']}",
+        table, context, f"time: {times}",
+        f"machine: {computed_on}", f"video: {summary['video']}",
         f"strip: {summary['strip']}",
         f"heatmap: {summary['heatmap']}", f"summary: {out / SUMMARY}"])
 
