@@ -120,15 +120,19 @@ def test_targets_are_checked_against_their_bounds():
 
 
 def test_each_target_is_shown_beside_what_doing_nothing_scores():
-    results = {"psnr/self": 24.5, "probe/eye/own": 0.85, "probe/eye/own_untrained": 0.1,
+    results = {"psnr/self": 24.5, "psnr/source": 25.0, "psnr/over_source": -0.5,
+               "probe/eye/own": 0.85, "probe/eye/own_untrained": 0.1,
                "probe/eye/leak": 0.3, "probe/eye/leak_untrained": 0.8,
                "probe/eye/learned": 0.75, "control/pose/transfer": 0.6,
                "control/pose/leakage": 0.05, "control/pose/error": 0.08,
                "control/pose/error_nocontrol": 0.19}
     targets = OmegaConf.create({figure: {"min": 0.0} for figure in results
-                                if not figure.endswith(("untrained", "error", "nocontrol"))})
+                                if not figure.endswith(("untrained", "error", "nocontrol",
+                                                        "/source"))})
     rows = {r["figure"]: r["yardstick"] for r in check_targets(results, targets)}
-    assert rows == {"psnr/self": "", "probe/eye/own": "untrained 0.1",
+    assert rows == {"psnr/self": "copying the source 25",
+                    "psnr/over_source": "copying the source 25 (margin 0)",
+                    "probe/eye/own": "untrained 0.1",
                     "probe/eye/leak": "untrained 0.8", "probe/eye/learned": "",
                     "control/pose/transfer": "no-control 0; error 0.08 vs no-control 0.19",
                     "control/pose/leakage": "no-control 0; error 0.08 vs no-control 0.19"}

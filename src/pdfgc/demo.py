@@ -100,11 +100,15 @@ def save_strip(video: Path, path: Path, count: int) -> Path:
 
 
 def yardstick(figure: str, results: dict) -> str:
-    """What doing nothing scores on a target ``figure``, to read its value by: for a probe's
-    own or leak the same head untrained; for a control transfer or leakage a render that
-    ignores the swap (0 on both), with the driven group's error against that render's;
-    nothing for the others."""
+    """What doing nothing scores on a target ``figure``, to read its value by: for an image
+    score of the self-reconstruction a render that copies its source frame (0 for the margin
+    over it); for a probe's own or leak the same head untrained; for a control transfer or
+    leakage a render that ignores the swap (0 on both), with the driven group's error against
+    that render's; nothing for the others."""
     prefix, _, kind = figure.rpartition("/")
+    if kind in ("self", "over_source") and f"{prefix}/source" in results:
+        copy = format_value(results[f"{prefix}/source"])
+        return f"copying the source {copy}" + (" (margin 0)" if kind == "over_source" else "")
     if prefix.startswith("probe/") and kind in ("own", "leak"):
         return f"untrained {format_value(results.get(f'{figure}_untrained'))}"
     if prefix.startswith("control/") and kind in ("transfer", "leakage"):

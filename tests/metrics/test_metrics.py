@@ -151,6 +151,27 @@ def test_identical_images_score_perfectly_and_different_ones_worse(tmp_path):
     assert scores["other"]["lpips/random/self"] > 0.01
 
 
+def test_copying_the_source_is_the_yardstick_of_psnr_and_ssim(tmp_path):
+    target = smooth_images(6, size=64)
+    source = (0.8 * target + 0.2 * smooth_images(6, seed=1, size=64)).clamp(-1, 1)
+    scores = {}
+    for name, fake in (("copy", source.clone()), ("exact", target.clone()),
+                       ("blurred copy", gaussian_blur(source, 2.0))):
+        metrics = [PSNR(context(tmp_path)), SSIM(context(tmp_path))]
+        for metric in metrics:
+            metric.update(StubBatch(target, fake, source=source))
+        scores[name] = {k: v for m in metrics for k, v in m.compute().results.items()}
+    copy = scores["copy"]
+    assert copy["psnr/self"] == copy["psnr/source"] and copy["psnr/over_source"] == 0.0
+    assert copy["ssim/over_source"] == pytest.approx(0.0, abs=1e-6)
+    assert np.isfinite(copy["psnr/source"]) and copy["ssim/source"] < 1
+    assert scores["exact"]["psnr/over_source"] == float("inf")
+    assert scores["exact"]["ssim/over_source"] > 0.05
+    assert scores["blurred copy"]["psnr/over_source"] < 0
+    assert scores["blurred copy"]["ssim/over_source"] < 0
+    assert "sharpness/over_source" not in Sharpness(context(tmp_path)).compute().results
+
+
 def test_sharpness_is_one_for_the_target_and_falls_with_blur(tmp_path):
     detail = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     real = (smooth_images(6, size=64) + 0.2 * detail).clamp(-1, 1)
@@ -641,7 +662,8 @@ def test_evaluate_recovers_the_data_settings_saved_with_a_checkpoint(tiny_data, 
                           f"paths.output_dir={tmp_path / 'eval'}")  # no data=: both saved
     record = run(cfg)
     assert record["data"] == str(tiny_data) and record["model"] == "tiny"
-    assert record["frames"] == 4 and set(record["results"]) == {"psnr/self", "ssim/self"}
+    assert record["frames"] == 4 and set(record["results"]) == {
+        f"{name}/{kind}" for name in ("psnr", "ssim") for kind in ("self", "source", "over_source")}
     lines = (tmp_path / "eval" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["results"] == pytest.approx(record["results"])
 

@@ -5,7 +5,9 @@ image reconstructed exactly has infinite PSNR, and so then has the mean (written
 in the JSON lines). SSIM is torchmetrics' (11x11 Gaussian window, sigma 1.5), per image, then
 averaged. Sharpness is the render's Laplacian energy over the target's, per image, then
 averaged: 1 for a render as sharp as its target, near 0 for a blur (which PSNR rewards over
-detail in the wrong place).
+detail in the wrong place). Each is also given for the source frame itself (``/source``):
+a render that copies its appearance input scores that, and it can be high, since the source
+is the same speaker (PSNR and SSIM also as the margin over it, ``/over_source``).
 """
 
 from __future__ import annotations
@@ -54,25 +56,36 @@ def sharpness(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 
 class _ImageScore(Metric):
-    """``<name>/self``: the mean of a per-image score of self-reconstructions vs targets."""
+    """``<name>/self``: the mean of a per-image score of self-reconstructions vs targets, and
+    ``<name>/source``, the same score of the source frame itself: what a render that copies
+    its appearance input, ignoring every motion code, scores (the yardstick). With
+    ``margin``, also ``<name>/over_source``: self minus source, 0 for that copy."""
 
     stream = "frames"
     score: ClassVar[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
+    margin: ClassVar[bool] = True
 
     def __init__(self, ctx: MetricContext):
         super().__init__(ctx)
         self.mean = RunningMean()
+        self.source_mean = RunningMean()
 
     def update(self, batch: FrameBatch) -> None:
-        self.mean.add(self.score(batch.fake, batch.data["target"]))
+        target = batch.data["target"]
+        self.mean.add(self.score(batch.fake, target))
+        self.source_mean.add(self.score(batch.data["source"], target))
 
     def compute(self) -> MetricResult:
-        return MetricResult({f"{self.name}/self": self.mean.value})
+        results = {f"{self.name}/self": self.mean.value,
+                   f"{self.name}/source": self.source_mean.value}
+        if self.margin:
+            results[f"{self.name}/over_source"] = self.mean.value - self.source_mean.value
+        return MetricResult(results)
 
 
 @register
 class PSNR(_ImageScore):
-    """``psnr/self``: mean PSNR (dB) of self-reconstructions."""
+    """``psnr/self``: mean PSNR (dB) of self-reconstructions (and ``/source``, ``/over_source``)."""
 
     name = "psnr"
     score = staticmethod(psnr)
@@ -80,7 +93,7 @@ class PSNR(_ImageScore):
 
 @register
 class SSIM(_ImageScore):
-    """``ssim/self``: mean SSIM of self-reconstructions."""
+    """``ssim/self``: mean SSIM of self-reconstructions (and ``/source``, ``/over_source``)."""
 
     name = "ssim"
     score = staticmethod(ssim)
@@ -92,3 +105,4 @@ class Sharpness(_ImageScore):
 
     name = "sharpness"
     score = staticmethod(sharpness)
+    margin = False  # a copy is as sharp as its target: sharpness/source is the yardstick
