@@ -59,7 +59,8 @@ def compose_demo(root: Path, *overrides: str):
 def quick_demo(tmp_path_factory) -> tuple[Path, dict, str]:
     """The demo at a two-step budget on the tiny dataset: (its folder, summary, stdout)."""
     root = tmp_path_factory.mktemp("demo")
-    cfg = compose_demo(root, f"train_overrides={quoted(TINY_DATA + TWO_STEPS)}",
+    narrower = "model.generator.channels=[128,64,32,8]"  # infer.py must build it too
+    cfg = compose_demo(root, f"train_overrides={quoted(TINY_DATA + TWO_STEPS + [narrower])}",
                        f"evaluate_overrides={quoted(QUICK_EVAL)}",
                        "infer_overrides=['progress=false']", "video_seconds=1.0")
     summary = run(cfg, ROOT)

@@ -99,6 +99,12 @@ def save_strip(video: Path, path: Path, count: int) -> Path:
     return path
 
 
+def model_overrides(overrides: list[str]) -> list[str]:
+    """Those of ``overrides`` that change the model (``model.*``), which infer.py needs too
+    to build the network the checkpoint was trained as (evaluate.py reads the run's config)."""
+    return [o for o in overrides if o.lstrip("+~").startswith("model.")]
+
+
 def yardstick(figure: str, results: dict) -> str:
     """What doing nothing scores on a target ``figure``, to read its value by: for an image
     score of the self-reconstruction a render that copies its source frame (0 for the margin
@@ -162,7 +168,7 @@ def run(cfg: DictConfig, repo: Path) -> dict:
         [f"model={run_cfg.model.name}", f"weights={ckpt}", *(f"{k}={v}" for k, v in
                                                                inputs.items()),
          "panel=true", f"output={video}", f"hydra.run.dir={out / 'infer'}", *common,
-         *cfg.infer_overrides], repo)
+         *model_overrides(cfg.train_overrides), *cfg.infer_overrides], repo)
     strip = save_strip(video, out / STRIP, cfg.strip_frames)
 
     record = read_jsonl(results_file)[-1]
