@@ -7,7 +7,8 @@ averaged. Sharpness is the render's Laplacian energy over the target's, per imag
 averaged: 1 for a render as sharp as its target, near 0 for a blur (which PSNR rewards over
 detail in the wrong place). Each is also given for the source frame itself (``/source``):
 a render that copies its appearance input scores that, and it can be high, since the source
-is the same speaker (PSNR and SSIM also as the margin over it, ``/over_source``).
+is another frame of the target's clip (PSNR and SSIM also as the margin over it,
+``/over_source``).
 """
 
 from __future__ import annotations
