@@ -388,6 +388,32 @@ def test_landmark_coordinate_term_is_the_soft_argmax_distance():
     assert LandmarkHeatmapLoss(1.0)(shifted, points, 64)[1] == {}
 
 
+def test_points_after_the_68_ibug_ones_weigh_extra_weight():
+    """A pupil (point 69) 8 image pixels off: with extra_weight 10 its error counts ten
+    times an iBUG point's, in both the heatmap and the distance term; at 1 the loss is the
+    plain one, and an iBUG point's error counts once, of 88."""
+    points = 8.0 + 48.0 * torch.rand(1, 70, 2, generator=torch.Generator().manual_seed(0))
+    exact = gaussian_heatmaps(points, 16, 64, 1.5)
+    off = torch.zeros(1, 70, 2)
+    off[0, 68, 0] = 8.0
+    pupil_off = gaussian_heatmaps(points + off, 16, 64, 1.5)
+
+    def parts(heatmaps, extra_weight):
+        return LandmarkHeatmapLoss(1.5, 1.0, extra_weight)(heatmaps, points, 64)[1]
+
+    def added(moved, extra_weight):  # what one point's error adds to each term
+        a, b = parts(moved, extra_weight), parts(exact, extra_weight)
+        return {k: a[k].item() - b[k].item() for k in a}
+
+    plain, weighted = added(pupil_off, 1.0), added(pupil_off, 10.0)
+    assert plain["distance"] == pytest.approx(2.0 / 70, rel=0.1)  # 2 map pixels, 1 of 70
+    ibug_off = gaussian_heatmaps(points + off.roll(-1, dims=1), 16, 64, 1.5)  # point 68
+    for term in ("heatmap", "distance"):
+        assert weighted[term] == pytest.approx(plain[term] * 10 * 70 / 88, rel=0.02)
+        assert added(ibug_off, 10.0)[term] == pytest.approx(
+            added(ibug_off, 1.0)[term] * 70 / 88, rel=0.02)
+
+
 def test_landmark_heatmap_count_must_match_the_labels():
     """70 maps for 70 labels (the synthetic data's pupils) work; 68 maps for 70 labels is a
     one-line user error naming the setting to change."""

@@ -8,6 +8,8 @@ from torch import nn
 from pdfgc.errors import PdfgcError
 from pdfgc.networks.motion import soft_argmax
 
+IBUG_POINTS = 68  # the points after these (the synthetic pupils) weigh extra_weight
+
 
 def heatmap_points(points: torch.Tensor, size: int, image_size: int) -> torch.Tensor:
     """``points`` (..., 2) in pixels of an ``image_size`` image, in pixels of a ``size`` map
@@ -38,11 +40,14 @@ class LandmarkHeatmapLoss(nn.Module):
     ``coordinate_weight`` times the mean distance (heatmap pixels) from each map's soft-argmax
     to its landmark: the squared error changes little when a sigma-1 peak is off by a
     fraction of a heatmap pixel, and at 64 px a whole blink moves the lids by less than one.
+    The points after the 68 iBUG ones (the pupils) weigh ``extra_weight`` each in both parts.
     """
 
-    def __init__(self, sigma: float = 1.0, coordinate_weight: float = 0.0):
+    def __init__(self, sigma: float = 1.0, coordinate_weight: float = 0.0,
+                 extra_weight: float = 1.0):
         super().__init__()
         self.sigma, self.coordinate_weight = sigma, coordinate_weight
+        self.extra_weight = extra_weight
 
     def forward(self, heatmaps: torch.Tensor, points: torch.Tensor, image_size: int
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -53,10 +58,14 @@ class LandmarkHeatmapLoss(nn.Module):
                              f"model.motion.num_landmarks={points.shape[1]}")
         points = points.to(heatmaps.dtype)
         target = gaussian_heatmaps(points, heatmaps.shape[-1], image_size, self.sigma)
-        loss = ((heatmaps - target) ** 2).sum() / (target**2).sum()
+        weight = torch.ones(points.shape[1], dtype=heatmaps.dtype, device=heatmaps.device)
+        weight[IBUG_POINTS:] = self.extra_weight
+        map_weight = weight[:, None, None]
+        loss = (map_weight * (heatmaps - target) ** 2).sum() / (map_weight * target**2).sum()
         if not self.coordinate_weight:
             return loss, {}
         distance = (soft_argmax(heatmaps) - heatmap_points(points, heatmaps.shape[-1], image_size)
-                    ).norm(dim=-1).mean()
+                    ).norm(dim=-1)
+        distance = (distance * weight).sum() / (len(distance) * weight.sum())
         return loss + self.coordinate_weight * distance, {"heatmap": loss.detach(),
                                                           "distance": distance.detach()}

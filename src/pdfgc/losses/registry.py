@@ -29,7 +29,7 @@ TERMS: dict[str, Callable[[DictConfig, DictConfig], nn.Module]] = {
     "l1": lambda loss, model: ReconstructionLoss(loss.lpips, loss.lpips_net),
     "motion": lambda loss, model: MotionConsistencyLoss(loss.motion_kind),
     "landmarks": lambda loss, model: LandmarkHeatmapLoss(
-        loss.landmark_sigma, loss.landmark_coordinates),
+        loss.landmark_sigma, loss.landmark_coordinates, loss.landmark_extra_weight),
     "identity": lambda loss, model: nn.CrossEntropyLoss(),
     "lip": lambda loss, model: SymmetricInfoNCE(loss.temperature, loss.similarity,
                                                 mse_weight=loss.lip_mse),
