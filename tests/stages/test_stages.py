@@ -319,6 +319,7 @@ def test_trunk_stage_trains_only_the_trunk_on_the_landmarks(demo_chain, data_dir
     assert [r["val/landmarks/distance"] for r in rows if r.get("val/landmarks/distance")]
     module = build_module(demo_config(demo_chain, data_dir, "trunk"))
     assert set(module.nets) == {"motion"} and set(module.terms) == {"landmarks"}
+    assert module.terms["landmarks"].extra_weight == 10.0  # the pupils weigh more
     assert {n.split(".")[2] for n in trainable(module)} == set(TRUNK)
     assert all(n.startswith("motion.model.") for n in trainable(module))
 
