@@ -390,8 +390,8 @@ def test_landmark_coordinate_term_is_the_soft_argmax_distance():
 
 def test_points_after_the_68_ibug_ones_weigh_extra_weight():
     """A pupil (point 69) 8 image pixels off: with extra_weight 10 its error counts ten
-    times an iBUG point's, in both the heatmap and the distance term; at 1 the loss is the
-    plain one, and an iBUG point's error counts once, of 88."""
+    times an iBUG point's, in both the heatmap and the distance term (at 1 it is one point of
+    70), and an iBUG point's error counts once, of 88."""
     points = 8.0 + 48.0 * torch.rand(1, 70, 2, generator=torch.Generator().manual_seed(0))
     exact = gaussian_heatmaps(points, 16, 64, 1.5)
     off = torch.zeros(1, 70, 2)

@@ -479,6 +479,8 @@ def test_init_from_a_released_weights_folder_reports_shape_mismatches(tmp_path, 
      "loss.gan needs discriminator in stage.networks"),
     (["loss.gan=0", "loss.feature_matching=0", "loss.motion=0"],
      "stage motion: no loss term has a positive weight"),
+    (["loss.landmarks=1", "loss.landmark_extra_weight=0"],
+     "loss.landmark_extra_weight must be positive, got 0"),
 ])
 def test_bad_stage_settings_are_one_line_errors(tmp_path, data_dir, overrides, message):
     with pytest.raises(PdfgcError, match=message):

@@ -46,6 +46,8 @@ class LandmarkHeatmapLoss(nn.Module):
     def __init__(self, sigma: float = 1.0, coordinate_weight: float = 0.0,
                  extra_weight: float = 1.0):
         super().__init__()
+        if extra_weight <= 0:
+            raise PdfgcError(f"loss.landmark_extra_weight must be positive, got {extra_weight}")
         self.sigma, self.coordinate_weight = sigma, coordinate_weight
         self.extra_weight = extra_weight
 
