@@ -453,7 +453,7 @@ def test_vgg_zero_for_identical_positive_otherwise(vgg_loss):
     assert all(p.grad is None and not p.requires_grad for p in vgg_loss.parameters())
 
 
-def test_vgg_layers_and_normalisation_by_hand(vgg_file):
+def test_vgg_layers_and_normalisation_by_hand(vgg_file, any_torchvision_weights):
     reference = torchvision.models.vgg19(weights=None)
     reference.load_state_dict(torch.load(vgg_file, weights_only=True))
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

@@ -6,9 +6,8 @@ import torch
 from torch import nn
 
 from pdfgc.errors import PdfgcError
+from pdfgc.face.landmarks import NUM_LANDMARKS
 from pdfgc.networks.motion import soft_argmax
-
-IBUG_POINTS = 68  # the points after these (the synthetic pupils) weigh extra_weight
 
 
 def heatmap_points(points: torch.Tensor, size: int, image_size: int) -> torch.Tensor:
@@ -61,7 +60,7 @@ class LandmarkHeatmapLoss(nn.Module):
         points = points.to(heatmaps.dtype)
         target = gaussian_heatmaps(points, heatmaps.shape[-1], image_size, self.sigma)
         weight = torch.ones(points.shape[1], dtype=heatmaps.dtype, device=heatmaps.device)
-        weight[IBUG_POINTS:] = self.extra_weight
+        weight[NUM_LANDMARKS:] = self.extra_weight  # the points after the iBUG 68
         map_weight = weight[:, None, None]
         loss = (map_weight * (heatmaps - target) ** 2).sum() / (map_weight * target**2).sum()
         if not self.coordinate_weight:
