@@ -374,6 +374,10 @@ def test_demo_heads_and_expression_use_the_extensions(demo_chain, data_dir):
         for pair in pairs:
             assert logged_steps(rows, f"train/pose_decorrelation/{pair}"), pair
     assert logged_steps(metrics(group / "expression"), "train/loss/trunk_perceptual") == [0, 1]
+    heads_rates, expression_rates = ([float(r["train/lr/motion"]) for r in metrics(group / s)
+                                      if r.get("train/lr/motion")]
+                                     for s in ("heads", "expression"))
+    assert heads_rates == [pytest.approx(r / 2) for r in expression_rates]  # half the rate
     heads = build_module(demo_config(demo_chain, data_dir, "heads"))
     limits = torch.tensor([25.0, 20.0, 15.0, 0.08, 0.05, 0.05])  # the synthetic pose's range
     assert (limits * heads.pose_scale).tolist() == pytest.approx([0.8] * 6, abs=0.01)
