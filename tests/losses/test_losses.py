@@ -15,6 +15,7 @@ from pdfgc.losses import (
     CodeDecorrelationLoss,
     DecorrelationLoss,
     EyeTripletLoss,
+    FacePartsL1Loss,
     FeatureMatchingLoss,
     HingeGANLoss,
     LandmarkHeatmapLoss,
@@ -26,6 +27,7 @@ from pdfgc.losses import (
     VGGPerceptualLoss,
 )
 from pdfgc.losses.landmarks import gaussian_heatmaps
+from pdfgc.losses.reconstruction import face_parts_mask
 from pdfgc.networks import build_networks
 
 from conftest import model_config
@@ -556,6 +558,40 @@ def test_trunk_perceptual_needs_a_checkpoint_of_the_configured_trunk(tmp_path):
 def test_reconstruction_l1_only_by_default():
     loss, logs = ReconstructionLoss()(torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.5))
     assert loss.item() == pytest.approx(0.5) and set(logs) == {"l1"}
+
+
+def face_points() -> torch.Tensor:
+    """68 landmarks (1, 68, 2) on a 64 px image: eyes in x 16-24 and 40-48 at y 20-22, the mouth
+    in x 24-40, y 44-50; every other point far from them, at the top-left corner."""
+    points = torch.zeros(1, 68, 2)
+    for part, (x0, x1, y0, y1) in ((slice(36, 42), (16, 24, 20, 22)),
+                                   (slice(42, 48), (40, 48, 20, 22)),
+                                   (slice(48, 68), (24, 40, 44, 50))):
+        n = part.stop - part.start
+        points[0, part, 0] = torch.linspace(x0, x1, n)
+        points[0, part, 1] = torch.tensor([y0, y1]).repeat(n)[:n].float()
+    return points
+
+
+def test_face_parts_mask_is_the_grown_boxes_of_the_eyes_and_the_mouth():
+    mask = face_parts_mask(face_points(), 64, margin=2 / 64)[0, 0]  # boxes grown by 2 px
+    for x0, x1, y0, y1 in ((14, 26, 18, 24), (38, 50, 18, 24), (22, 42, 42, 52)):
+        assert mask[y0:y1, x0:x1].eq(1).all()  # pixel centres within the grown box
+    assert mask.sum() == 12 * 6 * 2 + 20 * 10  # nothing else: not even the corner's points
+    assert mask[0, 0] == 0 and mask[32, 32] == 0
+
+
+def test_face_parts_l1_is_the_mean_error_inside_the_parts_only():
+    real = torch.zeros(1, 3, 64, 64)
+    points, loss = face_points(), FacePartsL1Loss(margin=2 / 64)
+    outside = real.clone()
+    outside[..., 30:40, 50:60] = 1.0  # the cheek: no part there
+    assert loss(outside, real, points) == 0
+    inside = real.clone()
+    inside[..., 42:52, 22:42] = 0.5  # the whole mouth box, off by 0.5
+    mouth_share = 200 / (12 * 6 * 2 + 20 * 10)
+    assert loss(inside, real, points) == pytest.approx(0.5 * mouth_share)
+    assert F.l1_loss(inside, real) == pytest.approx(0.5 * 200 / 64**2)  # 12x smaller
 
 
 def test_reconstruction_lpips_offline(tmp_path, any_torchvision_weights):

@@ -9,13 +9,14 @@ from pdfgc.losses.gan import FeatureMatchingLoss, HingeGANLoss
 from pdfgc.losses.landmarks import LandmarkHeatmapLoss
 from pdfgc.losses.motion import MotionConsistencyLoss
 from pdfgc.losses.perceptual import TrunkPerceptualLoss, VGGPerceptualLoss
-from pdfgc.losses.reconstruction import ReconstructionLoss
+from pdfgc.losses.reconstruction import FacePartsL1Loss, ReconstructionLoss
 from pdfgc.losses.regression import MaskedRegression
 
 __all__ = [
     "CodeDecorrelationLoss",
     "DecorrelationLoss",
     "EyeTripletLoss",
+    "FacePartsL1Loss",
     "FeatureMatchingLoss",
     "HingeGANLoss",
     "LandmarkHeatmapLoss",

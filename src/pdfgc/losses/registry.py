@@ -15,7 +15,7 @@ from pdfgc.losses.gan import FeatureMatchingLoss, HingeGANLoss
 from pdfgc.losses.landmarks import LandmarkHeatmapLoss
 from pdfgc.losses.motion import MotionConsistencyLoss
 from pdfgc.losses.perceptual import TrunkPerceptualLoss, VGGPerceptualLoss
-from pdfgc.losses.reconstruction import ReconstructionLoss
+from pdfgc.losses.reconstruction import FacePartsL1Loss, ReconstructionLoss
 from pdfgc.losses.regression import MaskedRegression
 from pdfgc.outside_weights import default_path
 
@@ -27,6 +27,7 @@ TERMS: dict[str, Callable[[DictConfig, DictConfig], nn.Module]] = {
     "vgg": lambda loss, model: VGGPerceptualLoss(loss.vgg_weights),
     "trunk_perceptual": lambda loss, model: TrunkPerceptualLoss(model.motion, loss.trunk_weights),
     "l1": lambda loss, model: ReconstructionLoss(loss.lpips, loss.lpips_net),
+    "face_parts": lambda loss, model: FacePartsL1Loss(loss.face_parts_margin),
     "motion": lambda loss, model: MotionConsistencyLoss(loss.motion_kind),
     "landmarks": lambda loss, model: LandmarkHeatmapLoss(
         loss.landmark_sigma, loss.landmark_coordinates, loss.landmark_extra_weight),
@@ -44,6 +45,7 @@ TERMS: dict[str, Callable[[DictConfig, DictConfig], nn.Module]] = {
         {name: dim for name, dim in model.codes.items() if name != "appearance"}),
 }
 ADVERSARIAL_TERMS = ("gan", "feature_matching")  # need the discriminator, from gan_start on
+RENDER_TERMS = ("l1", "face_parts", "vgg", "trunk_perceptual")  # need a render of the target
 # a term whose weights file is null, and not in torch hub's cache either, is off
 OPTIONAL_FILES = {"vgg": ("vgg_weights", "vgg19")}
 

@@ -277,9 +277,10 @@ class StageModule(pl.LightningModule):
         return ([[b[0] for b in scale] for scale in halves],
                 [[b[1] for b in scale] for scale in halves])
 
-    def image_losses(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The active image terms: gan and feature_matching (once D has started), vgg,
-        trunk_perceptual, l1."""
+    def image_losses(self, batch: Batch, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The active terms on ``fake``, a render of ``batch["target"]``: gan and
+        feature_matching (once D has started), vgg, trunk_perceptual, l1, face_parts."""
+        real = batch["target"]
         losses = {}
         if any(self.has_term(n) for n in ADVERSARIAL_TERMS) and self.discriminator_active():
             real_out, fake_out = self.discriminate(real, fake)
@@ -294,6 +295,8 @@ class StageModule(pl.LightningModule):
             losses["trunk_perceptual"] = self.term("trunk_perceptual", fake, real)
         if self.has_term("l1"):
             losses["l1"] = self.term("l1", fake, real)
+        if self.has_term("face_parts"):
+            losses["face_parts"] = self.term("face_parts", fake, real, batch["landmarks"])
         return losses
 
     # --- rendering and images --------------------------------------------------------------

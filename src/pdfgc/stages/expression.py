@@ -117,7 +117,7 @@ class ExpressionStage(StageModule):
         return out
 
     def losses(self, batch: Batch, out: dict) -> dict[str, torch.Tensor]:
-        losses = self.image_losses(batch["target"], out["fake"])
+        losses = self.image_losses(batch, out["fake"])
         if self.has_term("lip"):
             losses["lip"] = self.term("lip", out["video_mouth"], out["codes"]["mouth"])
         if self.has_term("decorrelation"):

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from pdfgc.errors import PdfgcError
+from pdfgc.losses.registry import RENDER_TERMS
 from pdfgc.networks.generator import MOTION_CODES
 from pdfgc.networks.motion import BLINK_DIMS, GAZE_DIMS
 from pdfgc.stages.base import Batch, StageModule
@@ -40,9 +41,9 @@ class HeadsStage(StageModule):
         super().__init__(*args, **kwargs)
         self.register_buffer("pose_scale", torch.tensor(list(pose_scale)), persistent=False)
         self.blink_dims, self.gaze_dims = list(blink_dims), list(gaze_dims)
-        self.renders = any(self.has_term(n) for n in ("l1", "vgg", "trunk_perceptual"))
+        self.renders = any(self.has_term(n) for n in RENDER_TERMS)
         if self.renders and self.generator_name not in self.nets:
-            raise PdfgcError("loss.l1 / vgg / trunk_perceptual train the heads through a "
+            raise PdfgcError(f"loss.{' / '.join(RENDER_TERMS)} train the heads through a "
                              "frozen generator: add generator to stage.networks and "
                              "init_from a checkpoint that has one")
 
@@ -84,5 +85,5 @@ class HeadsStage(StageModule):
                 "pose_decorrelation", {k: codes[k] for k in ("mouth", "eye")},
                 {"pose": codes["pose"]})
         if self.renders:
-            losses |= self.image_losses(batch["target"], out["fake"])
+            losses |= self.image_losses(batch, out["fake"])
         return losses

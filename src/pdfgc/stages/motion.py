@@ -51,7 +51,7 @@ class MotionStage(StageModule):
 
     def losses(self, batch: Batch, out: dict) -> dict[str, torch.Tensor]:
         fan = self.nets.motion.model
-        losses = self.image_losses(batch["target"], out["fake"])
+        losses = self.image_losses(batch, out["fake"])
         if self.has_term("motion"):
             other = fan(batch[MOTION_INPUTS[self.motion_input][1]])
             losses["motion"] = self.term("motion", out["codes"]["motion"], other)
