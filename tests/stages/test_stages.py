@@ -487,6 +487,8 @@ def test_init_from_a_released_weights_folder_reports_shape_mismatches(tmp_path, 
      "stage motion: no loss term has a positive weight"),
     (["loss.landmarks=1", "loss.landmark_extra_weight=0"],
      "loss.landmark_extra_weight must be positive, got 0"),
+    (["loss.face_parts=1", "loss.face_parts_margin=-0.1"],
+     "loss.face_parts_margin must be 0 or more, got -0.1"),
 ])
 def test_bad_stage_settings_are_one_line_errors(tmp_path, data_dir, overrides, message):
     with pytest.raises(PdfgcError, match=message):

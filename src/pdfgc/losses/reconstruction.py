@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pdfgc.errors import PdfgcError
 from pdfgc.face.landmarks import LEFT_EYE, MOUTH, RIGHT_EYE
 from pdfgc.losses.perceptual import FrozenNetworkLoss
 from pdfgc.networks.perceptual import build_lpips
@@ -69,6 +70,8 @@ class FacePartsL1Loss(nn.Module):
 
     def __init__(self, margin: float = 0.05):
         super().__init__()
+        if margin < 0:
+            raise PdfgcError(f"loss.face_parts_margin must be 0 or more, got {margin}")
         self.margin = margin
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor, landmarks: torch.Tensor
