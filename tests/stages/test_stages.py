@@ -394,6 +394,17 @@ def test_blink_is_regressed_with_mse_and_the_released_pose_scale_stays(tmp_path,
     assert "pose_decorrelation" not in module.terms  # an extension: off unless asked for
 
 
+def test_every_blink_dim_regresses_the_closure(tmp_path, data_dir):
+    module = build_module(compose_train(tmp_path, data_dir, "stage=heads", "stage.init_from=null",
+                                        *(f"loss.{t}=0" for t in ("lip", "eye", "gaze", "pose"))))
+    closure = torch.tensor([0.0, 1.0])
+    eye = torch.zeros(2, 6)
+    eye[:, module.blink_dims] = closure[:, None]
+    assert module.losses({"blink": closure}, {"motion": {"eye": eye}}) == {"blink": 0.0}
+    eye[:, module.blink_dims] += torch.tensor([0.5, -0.5, 0.5, -0.5])  # the same mean
+    assert module.losses({"blink": closure}, {"motion": {"eye": eye}})["blink"] == 0.25
+
+
 @pytest.mark.parametrize("motion_input", ["augmented", "target"])
 def test_motion_input_chooses_the_image_f_mot_is_built_from(tmp_path, data_dir, motion_input):
     module = build_module(compose_train(tmp_path, data_dir, "stage=motion",

@@ -64,7 +64,7 @@ class Regression:
     (:func:`trained_regression`); None where a quantity was not regressed.
 
     ``pose_scale``: the pose code regressed (yaw, pitch, roll in degrees, tx, ty, tz) times
-    these; ``blink_dims``: the eye code dims whose mean regressed eye closure (0 open,
+    these; ``blink_dims``: the eye code dims regressed to eye closure (0 open,
     1 closed); ``gaze_dims``: the two eye code dims that regressed the pupil offset (x, y in
     [-1, 1], > 0 to the image right / down).
     """

@@ -29,7 +29,8 @@ class HeadsStage(StageModule):
         pose_scale: multiplies the pose label (yaw, pitch, roll in degrees, tx, ty, tz)
             into the range of the pose code.
         blink_dims, gaze_dims: the eye code's blink and gaze dimensions (released: gaze is
-            2 and 3, blink the rest); blink regresses their mean, gaze the two values.
+            2 and 3, blink the rest); each blink dim regresses the eye closure (their mean
+            alone left three free directions, which took up pitch), gaze the two values.
         **kwargs: see :class:`StageModule`.
     """
 
@@ -73,8 +74,9 @@ class HeadsStage(StageModule):
         if self.has_term("eye"):
             losses["eye"] = self.term("eye", *out["eye_triplet"])
         if self.has_term("blink"):
-            losses["blink"] = self.term("blink", codes["eye"][:, self.blink_dims].mean(1),
-                                        batch["blink"])
+            blink = codes["eye"][:, self.blink_dims]
+            losses["blink"] = self.term("blink", blink,
+                                        batch["blink"][:, None].expand_as(blink))
         if self.has_term("gaze"):
             losses["gaze"] = self.term("gaze", codes["eye"][:, self.gaze_dims], batch["gaze"],
                                        batch["gaze_known"])
