@@ -46,14 +46,19 @@ def rebuild(nets: torch.nn.ModuleDict, images: torch.Tensor) -> torch.Tensor:
     return generator(torch.cat([vector, motion], dim=1), appearance["map"])
 
 
+def mean_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    """Mean PSNR and SSIM over (image, target) batches."""
+    return {name: torch.cat([score(image, target) for image, target in pairs]).mean().item()
+            for name, score in (("psnr", psnr), ("ssim", ssim))}
+
+
 @torch.no_grad()
 def held_out_scores(nets: torch.nn.ModuleDict, batches: list[dict]) -> dict[str, float]:
     """Mean PSNR and SSIM of the rebuilt test frames against themselves."""
     nets.eval()
-    fakes = [(rebuild(nets, b["target"]), b["target"]) for b in batches]
+    scores = mean_scores([(rebuild(nets, b["target"]), b["target"]) for b in batches])
     nets.train()
-    return {"psnr": torch.cat([psnr(f, t) for f, t in fakes]).mean().item(),
-            "ssim": torch.cat([ssim(f, t) for f, t in fakes]).mean().item()}
+    return scores
 
 
 def main() -> None:
@@ -77,8 +82,7 @@ def main() -> None:
         test.append({k: batch[k] for k in ("target", "source")})
         if len(test) == args.batches:
             break
-    copy = {"psnr": torch.cat([psnr(b["source"], b["target"]) for b in test]).mean().item(),
-            "ssim": torch.cat([ssim(b["source"], b["target"]) for b in test]).mean().item()}
+    copy = mean_scores([(b["source"], b["target"]) for b in test])
     nets = build_training_networks(cfg.model, ["appearance", STAGE1_GENERATOR]).train()
     optimizer = instantiate(cfg.stage.optimizer)(nets.parameters())
     used = {k: OmegaConf.to_container(node, resolve=True) for k, node in
